@@ -1,0 +1,1 @@
+"""The Switchboard service process: Discord bot, voice adapters, store, HTTP API."""
