@@ -1,0 +1,252 @@
+"""HTTP handlers of the Realtime API, served under both `/v1/apps/...` and `/apps/...`."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from . import models
+from .errors import ApiError
+from .openapi import openapi_document
+from .registry import Registry
+from .session import SfuSession
+
+__all__ = ["build_app", "MAX_BODY_BYTES"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+REGISTRY = web.AppKey("registry", Registry)
+APPS = web.AppKey("apps", dict)
+TURN_KEYS = web.AppKey("turn_keys", dict)
+STUN_URLS = web.AppKey("stun_urls", list)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Mapping[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every response is JSON, whatever went wrong (partytracks calls .json() on all)."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        if exc.status >= 500:
+            logger.error("request failed path=%s %s", request.path, exc)
+        return _json(exc.to_json(), exc.status)
+    except web.HTTPRequestEntityTooLarge:
+        return _json(
+            {"errorCode": "invalid_params", "errorDescription": f"request body exceeds {MAX_BODY_BYTES} bytes"},
+            413,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json({"errorCode": "not_found" if exc.status == 404 else "invalid_params",
+                      "errorDescription": exc.reason}, exc.status)
+    except Exception:
+        logger.exception("unhandled error path=%s", request.path)
+        return _json({"errorCode": "internal_error", "errorDescription": "internal error"}, 500)
+
+
+def _authorize(request: web.Request, secrets_by_id: Mapping[str, str], key_id: str) -> None:
+    secret = secrets_by_id.get(key_id)
+    header = request.headers.get("Authorization", "")
+    token = header[7:] if header[:7].lower() == "bearer " else ""
+    if secret is None:
+        raise ApiError.unauthorized(f"unknown app or key id {key_id!r}")
+    if not hmac.compare_digest(token.encode(), secret.encode()):
+        raise ApiError.unauthorized()
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    return models.parse_body(await request.read())
+
+
+def _session(request: web.Request) -> SfuSession:
+    _authorize(request, request.app[APPS], request.match_info["app_id"])
+    return request.app[REGISTRY].get(request.match_info["session_id"])
+
+
+async def new_session(request: web.Request) -> web.Response:
+    _authorize(request, request.app[APPS], request.match_info["app_id"])
+    body = await _body(request)
+    description = models.session_description(body)
+    registry = request.app[REGISTRY]
+    session = registry.create()
+    out: dict[str, Any] = {"sessionId": session.id}
+    if description is not None:
+        try:
+            async with session.lock:
+                answer = await session.accept_offer(description)
+        except ApiError:
+            await registry.discard(session)
+            raise
+        out["sessionDescription"] = answer.to_json()
+    return _json(out, 201)
+
+
+async def new_tracks(request: web.Request) -> web.Response:
+    session = _session(request)
+    req = models.tracks_request(await _body(request))
+    if not req.tracks and not req.auto_discover:
+        raise ApiError.invalid_params("tracks must list at least one track (or set autoDiscover)")
+    async with session.lock:
+        results, description, renegotiate = await session.new_tracks(
+            req.tracks, req.session_description, req.auto_discover
+        )
+    out: dict[str, Any] = {
+        "requiresImmediateRenegotiation": renegotiate,
+        "tracks": [r.to_json() for r in results],
+    }
+    if description is not None:
+        out["sessionDescription"] = description.to_json()
+    return _json(out)
+
+
+async def renegotiate(request: web.Request) -> web.Response:
+    session = _session(request)
+    description = models.session_description(await _body(request))
+    if description is None:
+        raise ApiError.invalid_params("sessionDescription (the answer) is required")
+    async with session.lock:
+        await session.renegotiate(description)
+    return _json({})
+
+
+async def update_tracks(request: web.Request) -> web.Response:
+    _session(request)
+    req = models.tracks_request(await _body(request))
+    # Simulcast and layer preferences are video concepts; audio tracks accept them as no-ops.
+    tracks = [
+        {k: v for k, v in (("mid", t.mid), ("trackName", t.track_name), ("sessionId", t.session_id)) if v}
+        for t in req.tracks
+    ]
+    return _json({"requiresImmediateRenegotiation": False, "tracks": tracks})
+
+
+async def close_tracks(request: web.Request) -> web.Response:
+    session = _session(request)
+    req = models.close_tracks_request(await _body(request))
+    async with session.lock:
+        results, answer = await session.close_tracks(req.mids, req.session_description, req.force)
+    out: dict[str, Any] = {
+        "requiresImmediateRenegotiation": False,
+        "tracks": [r.to_json() for r in results],
+    }
+    if answer is not None:
+        out["sessionDescription"] = answer.to_json()
+    return _json(out)
+
+
+async def get_session(request: web.Request) -> web.Response:
+    session = _session(request)
+    return _json(
+        {
+            "tracks": [t.to_json() for t in session.track_statuses()],
+            "dataChannels": [c.to_json() for c in session.datachannel_statuses()],
+        }
+    )
+
+
+async def establish_datachannels(request: web.Request) -> web.Response:
+    session = _session(request)
+    body = await _body(request)
+    description = models.session_description(body)
+    async with session.lock:
+        answer = await session.establish_datachannels(description)
+    out: dict[str, Any] = {"requiresImmediateRenegotiation": False}
+    if answer is not None:
+        out["sessionDescription"] = answer.to_json()
+    return _json(out)
+
+
+async def new_datachannels(request: web.Request) -> web.Response:
+    session = _session(request)
+    req = models.datachannels_request(await _body(request))
+    async with session.lock:
+        results = await session.new_datachannels(req.channels)
+    return _json({"dataChannels": [r.to_json() for r in results]})
+
+
+async def close_datachannels(request: web.Request) -> web.Response:
+    session = _session(request)
+    req = models.datachannels_request(await _body(request))
+    async with session.lock:
+        results = session.close_datachannels(req.channels)
+    return _json({"dataChannels": [r.to_json() for r in results]})
+
+
+def _ice_servers(request: web.Request) -> list[dict[str, Any]]:
+    _authorize(request, request.app[TURN_KEYS], request.match_info["key_id"])
+    return [{"urls": list(request.app[STUN_URLS])}] if request.app[STUN_URLS] else []
+
+
+async def generate_ice_servers(request: web.Request) -> web.Response:
+    await _turn_body(request)
+    return _json({"iceServers": _ice_servers(request)}, 201)
+
+
+async def generate_legacy(request: web.Request) -> web.Response:
+    await _turn_body(request)
+    servers = _ice_servers(request)
+    # The legacy endpoint returns one object, not a list.
+    return _json({"iceServers": servers[0] if servers else {"urls": []}}, 201)
+
+
+async def _turn_body(request: web.Request) -> None:
+    body = await _body(request)
+    ttl = body.get("ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0):
+        raise ApiError.invalid_params("ttl must be a positive integer number of seconds")
+
+
+async def revoke(request: web.Request) -> web.Response:
+    _authorize(request, request.app[TURN_KEYS], request.match_info["key_id"])
+    return web.Response(status=204)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document())
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise ApiError(404, "not_found", f"no such endpoint: {request.method} {request.path}")
+
+
+def build_app(
+    registry: Registry,
+    apps: Mapping[str, str],
+    turn_keys: Mapping[str, str],
+    stun_urls: list[str],
+) -> web.Application:
+    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
+    app[REGISTRY] = registry
+    app[APPS] = dict(apps)
+    app[TURN_KEYS] = dict(turn_keys)
+    app[STUN_URLS] = stun_urls
+    s = "/apps/{app_id}/sessions/{session_id}"
+    for prefix in ("/v1", ""):
+        app.router.add_post(prefix + "/apps/{app_id}/sessions/new", new_session)
+        app.router.add_post(prefix + s + "/tracks/new", new_tracks)
+        app.router.add_put(prefix + s + "/renegotiate", renegotiate)
+        app.router.add_put(prefix + s + "/tracks/update", update_tracks)
+        app.router.add_put(prefix + s + "/tracks/close", close_tracks)
+        app.router.add_get(prefix + s, get_session)
+        app.router.add_post(prefix + s + "/datachannels/establish", establish_datachannels)
+        app.router.add_post(prefix + s + "/datachannels/new", new_datachannels)
+        app.router.add_put(prefix + s + "/datachannels/close", close_datachannels)
+        turn = prefix + "/turn/keys/{key_id}/credentials"
+        app.router.add_post(turn + "/generate-ice-servers", generate_ice_servers)
+        app.router.add_post(turn + "/generate", generate_legacy)
+        app.router.add_post(turn + "/{username}/revoke", revoke)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app

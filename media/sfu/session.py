@@ -1,0 +1,627 @@
+"""One SFU session: a client's RTCPeerConnection plus the tracks it publishes and pulls.
+
+Every request on a session runs under its lock, so negotiations never overlap; a request that
+needs a new negotiation while the SFU's own offer is still unanswered gets 406, as Cloudflare
+answers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Protocol
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtp import RtpPacket
+
+from ..audio.rtptap import install_tap
+from . import sdp
+from .datachannels import ChannelPublication, ChannelResult, ChannelStatus, channel_status
+from .errors import NOT_FOUND_TRACK_ERROR, ApiError, ItemError
+from .forwarder import ExtensionIds, IdleTrack, Publication, Subscription
+from .models import DataChannelItem, SessionDescription, TrackItem
+
+__all__ = ["SessionState", "SfuSession", "TrackResult", "TrackStatus"]
+
+logger = logging.getLogger(__name__)
+
+CONNECT_WAIT_S = 5.0
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+
+
+class SessionState(Enum):
+    NEW = "new"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackResult:
+    track_name: str | None
+    mid: str
+    session_id: str | None = None
+    error: ItemError | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"mid": self.mid}
+        if self.track_name is not None:
+            out["trackName"] = self.track_name
+        if self.session_id is not None:
+            out["sessionId"] = self.session_id
+        if self.error is not None:
+            out.update(self.error.to_json())
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TrackStatus:
+    location: str
+    mid: str
+    track_name: str
+    status: str
+    session_id: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "location": self.location,
+            "mid": self.mid,
+            "trackName": self.track_name,
+            "status": self.status,
+        }
+        if self.session_id is not None:
+            out["sessionId"] = self.session_id
+        return out
+
+
+@dataclass(slots=True)
+class _Pulled:
+    transceiver: RTCRtpTransceiver
+    subscription: Subscription
+    mid: str | None = None
+
+
+@dataclass(slots=True)
+class _Negotiation:
+    """What the SFU's pending offer will activate once the client answers."""
+
+    pulls: list[_Pulled] = field(default_factory=list)
+
+
+class Directory(Protocol):
+    """Where a session finds and announces publications (the registry)."""
+
+    def lookup(self, session_id: str, track_name: str) -> Publication | None: ...
+    def published(self, publication: Publication) -> None: ...
+    def unpublished(self, publication: Publication) -> None: ...
+    def lookup_channel(self, session_id: str, name: str) -> ChannelPublication | None: ...
+    def channel_published(self, publication: ChannelPublication) -> None: ...
+    def channel_unpublished(self, publication: ChannelPublication) -> None: ...
+
+
+class SfuSession:
+    def __init__(self, session_id: str, directory: Directory) -> None:
+        self.id = session_id
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.lock = asyncio.Lock()
+        self.state = SessionState.NEW
+        self.disconnected_at: float | None = None
+        self._directory = directory
+        self._channels: dict[int, tuple[RTCDataChannel, ChannelStatus, ChannelPublication | None]] = {}
+        self._connected = asyncio.Event()
+        self._negotiated_once = False
+        self._numbering = sdp.NegotiatedMap()
+        self._closed_mids: set[str] = set()
+        self._published: dict[str, Publication] = {}  # by mid
+        self._pulled: dict[str, _Pulled] = {}  # by mid
+        self._pending: _Negotiation | None = None
+        self._tapped: set[int] = set()
+        self._ended_tracks: list[TrackStatus] = []
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    # -- state -------------------------------------------------------------------------
+
+    def _set_state(self, state: SessionState) -> None:
+        if state is self.state:
+            return
+        logger.info("session state session_id=%s %s->%s", self.id, self.state.value, state.value)
+        self.state = state
+        if state is SessionState.CONNECTED:
+            self.disconnected_at = None
+            self._connected.set()
+        else:
+            self._connected.clear()
+            if state is SessionState.DISCONNECTED:
+                self.disconnected_at = time.monotonic()
+
+    def _on_connection_state(self) -> None:
+        pc_state = self.pc.connectionState
+        if pc_state == "connected":
+            self._set_state(SessionState.CONNECTED)
+        elif pc_state in ("failed", "closed") and self.state is not SessionState.CLOSED:
+            self._set_state(SessionState.DISCONNECTED)
+
+    @property
+    def publications(self) -> tuple[Publication, ...]:
+        return tuple(self._published.values())
+
+    async def close(self) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        self._set_state(SessionState.CLOSED)
+        for publication in self._published.values():
+            publication.close()
+            self._directory.unpublished(publication)
+        for pulled in self._pulled.values():
+            pulled.subscription.close()
+        if self._pending is not None:
+            for pulled in self._pending.pulls:
+                pulled.subscription.close()
+        for _, _, channel_publication in self._channels.values():
+            if channel_publication is not None:
+                channel_publication.close()
+                self._directory.channel_unpublished(channel_publication)
+        await self.pc.close()
+
+    async def _require_connected(self) -> None:
+        if not self._negotiated_once or self._connected.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_S)
+        except TimeoutError:
+            raise ApiError.not_connected(self.id) from None
+
+    def _require_stable(self) -> None:
+        if self.pc.signalingState != "stable":
+            raise ApiError.invalid_sdp(
+                "a negotiation is in progress on this session: answer the pending offer with "
+                "PUT renegotiate before starting another"
+            )
+
+    # -- negotiation helpers -------------------------------------------------------------
+
+    def _tap_receivers(self) -> None:
+        for transceiver in self.pc.getTransceivers():
+            receiver = transceiver.receiver
+            if id(receiver) in self._tapped:
+                continue
+            self._tapped.add(id(receiver))
+
+            async def route(packet: RtpPacket, arrival_ms: int, t: RTCRtpTransceiver = transceiver) -> None:
+                publication = self._published.get(t.mid) if t.mid is not None else None
+                if publication is not None:
+                    await publication.on_rtp(packet, arrival_ms)
+
+            install_tap(receiver, route)
+
+    def _drop_stale_transceivers(self, offer: aiortc_sdp.SessionDescription) -> None:
+        # A browser may recycle a closed m-line for a new mid; aiortc then keeps two
+        # transceivers on one m-line index and would pick the stale one (DESIGN.md §4b.5).
+        transceivers: list[RTCRtpTransceiver] = self.pc._RTCPeerConnection__transceivers  # type: ignore[attr-defined]
+        for index, media in enumerate(offer.media):
+            for t in list(transceivers):
+                if t._get_mline_index() == index and t.mid != media.rtp.muxId:
+                    transceivers.remove(t)
+                    asyncio.ensure_future(t.stop())
+
+    def _check_bundle_tag(self, offer: aiortc_sdp.SessionDescription) -> None:
+        current = self.pc.remoteDescription or self.pc.localDescription
+        if current is None:
+            return
+        parsed = aiortc_sdp.SessionDescription.parse(current.sdp)
+        bundle = next((g for g in parsed.group if g.semantic == "BUNDLE"), None)
+        if not bundle or not bundle.items:
+            return
+        if bundle.items[0] in sdp.rejected_mids(offer):
+            # The browser moves to a new transport when the BUNDLE tag closes; aiortc cannot
+            # follow (DESIGN.md §4b.3). Say so at once so the client rebuilds its session.
+            raise ApiError(
+                410,
+                "session_error",
+                f"closing mid {bundle.items[0]} (the BUNDLE tag) moves the connection to a new "
+                "transport, which this SFU cannot follow: create a new session",
+            )
+
+    async def _apply_client_offer(self, description: SessionDescription) -> aiortc_sdp.SessionDescription:
+        if description.type != "offer":
+            raise ApiError.invalid_sdp("sessionDescription must be an offer here")
+        self._require_stable()
+        offer = sdp.parse(description.sdp, "offer")
+        try:
+            self._check_bundle_tag(offer)
+        except ApiError:
+            await self.close()
+            raise
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=description.sdp, type="offer"))
+        except Exception as exc:
+            raise ApiError.invalid_sdp(f"offer rejected: {exc}") from None
+        self._numbering.learn(offer)
+        self._drop_stale_transceivers(offer)
+        self._tap_receivers()
+        return offer
+
+    def _local_sdp(self, shape: Callable[[aiortc_sdp.SessionDescription], None], kind: str) -> str:
+        assert self.pc.localDescription is not None
+        parsed = aiortc_sdp.SessionDescription.parse(self.pc.localDescription.sdp)
+        parsed.type = kind
+        shape(parsed)
+        return str(parsed)
+
+    async def _answer(self, offer: aiortc_sdp.SessionDescription) -> SessionDescription:
+        def shape(d: aiortc_sdp.SessionDescription) -> None:
+            sdp.shape_answer(d, offer, self._closed_mids)
+
+        answer = await self.pc.createAnswer()
+        parsed = aiortc_sdp.SessionDescription.parse(answer.sdp)
+        parsed.type = "answer"
+        shape(parsed)
+        await self.pc.setLocalDescription(RTCSessionDescription(sdp=str(parsed), type="answer"))
+        self._negotiated_once = True
+        return SessionDescription(type="answer", sdp=self._local_sdp(shape, "answer"))
+
+    async def _offer(self) -> SessionDescription:
+        def shape(d: aiortc_sdp.SessionDescription) -> None:
+            sdp.shape_offer(d, self._numbering, self._closed_mids)
+
+        offer = await self.pc.createOffer()
+        parsed = aiortc_sdp.SessionDescription.parse(offer.sdp)
+        parsed.type = "offer"
+        shape(parsed)
+        await self.pc.setLocalDescription(RTCSessionDescription(sdp=str(parsed), type="offer"))
+        return SessionDescription(type="offer", sdp=self._local_sdp(shape, "offer"))
+
+    def _configure(self, pulled: _Pulled) -> None:
+        transceiver = pulled.transceiver
+        codecs = [c for c in transceiver._codecs if c.mimeType.lower() == "audio/opus"]
+        if not codecs:
+            logger.warning("pull without opus session_id=%s mid=%s", self.id, transceiver.mid)
+            return
+        ids = {e.uri: e.id for e in transceiver._headerExtensions}
+        pulled.subscription.configure(
+            codecs[0].payloadType,
+            ExtensionIds(mid=ids.get(MID_URI, 0), audio_level=ids.get(AUDIO_LEVEL_URI, 0)),
+            transceiver.mid,
+        )
+
+    def _ensure_placeholder(self) -> None:
+        # When the SFU offers first, its first m-line is the BUNDLE tag; closing it would move
+        # the browser to a new transport, so it is an inactive placeholder never closed.
+        if not self.pc.getTransceivers() and self.pc.remoteDescription is None:
+            self.pc.addTransceiver("audio", direction="inactive")
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def accept_offer(self, description: SessionDescription) -> SessionDescription:
+        """sessions/new with an offer: answer it, publishing nothing yet."""
+        offer = await self._apply_client_offer(description)
+        return await self._answer(offer)
+
+    async def new_tracks(
+        self,
+        items: Sequence[TrackItem],
+        description: SessionDescription | None,
+        auto_discover: bool,
+    ) -> tuple[list[TrackResult], SessionDescription | None, bool]:
+        await self._require_connected()
+        if description is not None:
+            return await self._tracks_with_offer(items, description, auto_discover)
+        return await self._tracks_by_sfu_offer(items)
+
+    def _publish(self, transceiver: RTCRtpTransceiver, track_name: str) -> TrackResult:
+        mid = transceiver.mid or ""
+        if any(p.track_name == track_name for p in self._published.values()):
+            return TrackResult(
+                track_name, mid, error=ItemError("invalid_params", f"track {track_name!r} is already published")
+            )
+        publication = Publication(self.id, track_name, mid)
+        self._published[mid] = publication
+        self._directory.published(publication)
+        logger.info("published session_id=%s track=%s mid=%s", self.id, track_name, mid)
+        return TrackResult(track_name, mid)
+
+    def _pull_item_error(self, item: TrackItem) -> TrackResult | None:
+        if not item.session_id or not item.track_name:
+            return TrackResult(
+                item.track_name, "", item.session_id,
+                ItemError("invalid_params", "a remote track needs sessionId and trackName"),
+            )
+        publication = self._directory.lookup(item.session_id, item.track_name)
+        if publication is None or not publication.is_sending:
+            return TrackResult(
+                item.track_name, "", item.session_id,
+                ItemError(
+                    NOT_FOUND_TRACK_ERROR,
+                    f"track {item.track_name!r} of session {item.session_id} is not published or "
+                    "is not sending yet",
+                ),
+            )
+        return None
+
+    def _subscribe(self, transceiver: RTCRtpTransceiver, item: TrackItem) -> _Pulled:
+        assert item.session_id and item.track_name
+        publication = self._directory.lookup(item.session_id, item.track_name)
+        assert publication is not None
+        if transceiver.sender.track is None:
+            transceiver.sender.replaceTrack(IdleTrack())
+        subscription = Subscription(publication, transceiver.sender, self.id)
+        publication.attach(subscription)
+        return _Pulled(transceiver=transceiver, subscription=subscription, mid=transceiver.mid)
+
+    async def _tracks_with_offer(
+        self, items: Sequence[TrackItem], description: SessionDescription, auto_discover: bool
+    ) -> tuple[list[TrackResult], SessionDescription, bool]:
+        offer = await self._apply_client_offer(description)
+        by_mid = {t.mid: t for t in self.pc.getTransceivers() if t.mid is not None}
+        offered = {m.rtp.muxId: m for m in offer.media}
+        results: list[TrackResult] = []
+        pulls: list[_Pulled] = []
+        named = set()
+        for item in items:
+            mid = item.mid or ""
+            transceiver = by_mid.get(mid)
+            media = offered.get(mid)
+            if transceiver is None or media is None or media.port == 0:
+                results.append(
+                    TrackResult(item.track_name, mid, item.session_id,
+                                ItemError("invalid_params", f"mid {mid!r} is not an open m-line of the offer"))
+                )
+                continue
+            if item.location == "local":
+                if media.direction not in ("sendonly", "sendrecv") or not item.track_name:
+                    results.append(
+                        TrackResult(item.track_name, mid, error=ItemError(
+                            "invalid_params", f"mid {mid} does not send, or trackName is missing"))
+                    )
+                    continue
+                named.add(mid)
+                results.append(self._publish(transceiver, item.track_name))
+            else:
+                error = self._pull_item_error(item)
+                if error is not None:
+                    results.append(error)
+                    continue
+                transceiver.direction = "sendrecv" if media.direction == "sendrecv" else "sendonly"
+                pulled = self._subscribe(transceiver, item)
+                pulls.append(pulled)
+                results.append(TrackResult(item.track_name, mid, item.session_id))
+        if auto_discover:
+            for media in offer.media:
+                mid = media.rtp.muxId
+                if (
+                    media.kind == "audio"
+                    and media.port != 0
+                    and media.direction in ("sendonly", "sendrecv")
+                    and mid not in self._published
+                    and mid not in named
+                ):
+                    track_name = offer.webrtc_track_id(media) or mid
+                    results.append(self._publish(by_mid[mid], track_name))
+        answer = await self._answer(offer)
+        for pulled in pulls:
+            pulled.mid = pulled.transceiver.mid
+            self._pulled[pulled.mid or ""] = pulled
+            self._configure(pulled)
+        return results, answer, False
+
+    async def _tracks_by_sfu_offer(
+        self, items: Sequence[TrackItem]
+    ) -> tuple[list[TrackResult], SessionDescription | None, bool]:
+        self._require_stable()
+        results: list[TrackResult | _Pulled | tuple[RTCRtpTransceiver, str]] = []
+        pulls: list[_Pulled] = []
+        for item in items:
+            if item.location == "local":
+                if not item.track_name:
+                    results.append(TrackResult(None, "", error=ItemError("invalid_params", "trackName is required")))
+                    continue
+                self._ensure_placeholder()
+                transceiver = self.pc.addTransceiver("audio", direction="recvonly")
+                results.append((transceiver, item.track_name))
+                continue
+            error = self._pull_item_error(item)
+            if error is not None:
+                results.append(error)
+                continue
+            if item.mid and item.mid.startswith("#"):
+                transceiver = self._bidirectional_transceiver(item.mid[1:])
+                if transceiver is None:
+                    results.append(TrackResult(item.track_name, "", item.session_id, ItemError(
+                        "invalid_params", f"no local track {item.mid[1:]!r} on this session to reuse")))
+                    continue
+                transceiver.direction = "sendrecv"
+            else:
+                self._ensure_placeholder()
+                transceiver = self.pc.addTransceiver(IdleTrack(), direction="sendonly")
+            pulled = self._subscribe(transceiver, item)
+            pulls.append(pulled)
+            results.append(pulled)
+        if not pulls and not any(isinstance(r, tuple) for r in results):
+            return [r for r in results if isinstance(r, TrackResult)], None, False
+        offer = await self._offer()
+        self._tap_receivers()
+        self._pending = _Negotiation(pulls=pulls)
+        final: list[TrackResult] = []
+        for result in results:
+            if isinstance(result, TrackResult):
+                final.append(result)
+            elif isinstance(result, _Pulled):
+                result.mid = result.transceiver.mid
+                final.append(TrackResult(result.subscription.publication.track_name, result.mid or "",
+                                         result.subscription.publication.session_id))
+            else:
+                transceiver, name = result
+                final.append(self._publish(transceiver, name))
+        return final, offer, True
+
+    def _bidirectional_transceiver(self, track_name: str) -> RTCRtpTransceiver | None:
+        for mid, publication in self._published.items():
+            if publication.track_name == track_name:
+                return next((t for t in self.pc.getTransceivers() if t.mid == mid), None)
+        return None
+
+    async def renegotiate(self, description: SessionDescription) -> None:
+        if description.type != "answer":
+            raise ApiError.invalid_sdp("renegotiate takes the answer to the SFU's offer")
+        if self.pc.signalingState != "have-local-offer" or self.pc.localDescription is None:
+            raise ApiError.invalid_sdp("there is no pending offer on this session to answer")
+        answer = sdp.parse(description.sdp, "answer")
+        offer = aiortc_sdp.SessionDescription.parse(self.pc.localDescription.sdp)
+        if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in offer.media]:
+            # aiortc would raise and stay in have-local-offer; refuse before touching it.
+            raise ApiError.invalid_sdp("the answer's media sections do not match the offer's")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=description.sdp, type="answer"))
+        except Exception as exc:
+            raise ApiError.invalid_sdp(f"answer rejected: {exc}") from None
+        self._numbering.learn(answer)
+        self._negotiated_once = True
+        pending, self._pending = self._pending, None
+        for pulled in pending.pulls if pending else []:
+            if pulled.subscription.active:
+                self._pulled[pulled.mid or ""] = pulled
+                self._configure(pulled)
+
+    async def close_tracks(
+        self, mids: Sequence[str], description: SessionDescription | None, force: bool
+    ) -> tuple[list[TrackResult], SessionDescription | None]:
+        if description is None and not force:
+            raise ApiError.invalid_params(
+                "closing tracks needs the client's offer in sessionDescription, or force: true"
+            )
+        await self._require_connected()
+        results = []
+        for mid in mids:
+            publication = self._published.get(mid)
+            pulled = self._pulled.pop(mid, None)
+            if publication is not None and publication.state.value == "active":
+                publication.close()
+                self._directory.unpublished(publication)
+                results.append(TrackResult(publication.track_name, mid))
+            elif pulled is not None:
+                pulled.subscription.close()
+                pulled.transceiver.direction = "inactive"
+                self._ended_tracks.append(TrackStatus(
+                    "remote", mid, pulled.subscription.publication.track_name, "inactive",
+                    pulled.subscription.publication.session_id))
+                results.append(TrackResult(pulled.subscription.publication.track_name, mid))
+            else:
+                results.append(TrackResult(None, mid, error=ItemError(
+                    "close_track_error", f"no open track with mid {mid!r} on this session")))
+                continue
+            self._closed_mids.add(mid)
+        answer = None
+        if description is not None:
+            offer = await self._apply_client_offer(description)
+            answer = await self._answer(offer)
+        return results, answer
+
+    def track_statuses(self) -> list[TrackStatus]:
+        statuses = [
+            TrackStatus("local", mid, p.track_name, p.state.value) for mid, p in self._published.items()
+        ]
+        for mid, pulled in self._pulled.items():
+            publication = pulled.subscription.publication
+            active = pulled.subscription.active and publication.state.value == "active"
+            statuses.append(TrackStatus(
+                "remote", mid, publication.track_name, "active" if active else "inactive",
+                publication.session_id))
+        statuses.extend(self._ended_tracks)
+        return statuses
+
+    # -- datachannels ----------------------------------------------------------------------
+
+    async def establish_datachannels(
+        self, description: SessionDescription | None
+    ) -> SessionDescription | None:
+        if description is not None:
+            offer = await self._apply_client_offer(description)
+            return await self._answer(offer)
+        if self.pc.sctp is None:
+            raise ApiError.invalid_params(
+                "no datachannel transport yet: send an offer with an m=application section"
+            )
+        return None
+
+    def _allocate_channel_id(self) -> int:
+        channel_id = 1
+        while channel_id in self._channels:
+            channel_id += 1
+        return channel_id
+
+    async def new_datachannels(self, items: Sequence[DataChannelItem]) -> list[ChannelResult]:
+        await self._require_connected()
+        if self.pc.sctp is None:
+            raise ApiError.invalid_params(
+                "no datachannel transport: call datachannels/establish with an offer first"
+            )
+        results = []
+        for item in items:
+            if item.location == "local":
+                if self._directory.lookup_channel(self.id, item.name) is not None:
+                    results.append(ChannelResult("local", item.name, error=ItemError(
+                        "invalid_params", f"datachannel {item.name!r} is already published")))
+                    continue
+                channel_id = self._allocate_channel_id()
+                channel = self.pc.createDataChannel(item.name, negotiated=True, id=channel_id)
+                publication = ChannelPublication(self.id, item.name, channel)
+                self._directory.channel_published(publication)
+                self._channels[channel_id] = (channel, ChannelStatus("local", item.name, channel_id, ""), publication)
+                results.append(ChannelResult("local", item.name, channel_id=channel_id))
+                continue
+            source = self._directory.lookup_channel(item.session_id or "", item.name)
+            if source is None:
+                results.append(ChannelResult("remote", item.name, item.session_id, error=ItemError(
+                    "not_found_datachannel_error",
+                    f"datachannel {item.name!r} of session {item.session_id} is not published")))
+                continue
+            channel_id = self._allocate_channel_id()
+            channel = self.pc.createDataChannel(item.name, negotiated=True, id=channel_id)
+            source.subscribers.append(channel)
+            self._channels[channel_id] = (
+                channel, ChannelStatus("remote", item.name, channel_id, "", item.session_id), None)
+            results.append(ChannelResult("remote", item.name, item.session_id, channel_id))
+        return results
+
+    def close_datachannels(self, items: Sequence[DataChannelItem]) -> list[ChannelResult]:
+        results = []
+        for item in items:
+            match = next(
+                (cid for cid, (_, status, _) in self._channels.items()
+                 if status.name == item.name and status.location == item.location
+                 and (item.location == "local" or status.session_id == item.session_id)),
+                None,
+            )
+            if match is None:
+                results.append(ChannelResult(item.location, item.name, item.session_id, error=ItemError(
+                    "close_datachannel_error", f"no datachannel {item.name!r} on this session")))
+                continue
+            channel, _, publication = self._channels.pop(match)
+            if publication is not None:
+                publication.close()
+                self._directory.channel_unpublished(publication)
+            else:
+                channel.close()
+            results.append(ChannelResult(item.location, item.name, item.session_id, match))
+        return results
+
+    def datachannel_statuses(self) -> list[ChannelStatus]:
+        return [
+            replace(status, status=channel_status(channel))
+            for channel, status, _ in self._channels.values()
+        ]
