@@ -559,8 +559,12 @@ class SfuSession:
         return None
 
     def _allocate_channel_id(self) -> int:
-        channel_id = 1
-        while channel_id in self._channels:
+        # Skip ids the client already opened itself (in-band), or aiortc's SCTP layer would
+        # see two channels on one stream.
+        assert self.pc.sctp is not None
+        taken = set(self._channels) | set(self.pc.sctp._data_channels)
+        channel_id = 0
+        while channel_id in taken:
             channel_id += 1
         return channel_id
 

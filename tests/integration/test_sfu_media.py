@@ -6,22 +6,8 @@ import asyncio
 
 import pytest
 
-from media.sfu import LocalSFU
-from tests.support.rtc import Api, Client
+from tests.support.rtc import Client
 from tests.support.signals import ToneTrack, collect_pcm, dominant_frequency, rms_dbfs
-
-
-@pytest.fixture
-async def sfu():
-    async with LocalSFU() as server:
-        yield server
-
-
-@pytest.fixture
-async def api(sfu):
-    client = Api(sfu.base_url, sfu.app_id, sfu.app_secret)
-    yield client
-    await client.aclose()
 
 
 async def pull_when_sending(client: Client, publisher: str, name: str, attempts: int = 100):
@@ -54,3 +40,25 @@ async def test_tone_reaches_subscriber(api):
     finally:
         await publisher.close()
         await subscriber.close()
+
+
+@pytest.mark.timeout(40)
+async def test_one_publisher_five_subscribers(api):
+    publisher = Client(api)
+    subscribers = [Client(api) for _ in range(5)]
+    try:
+        await publisher.open()
+        await publisher.push(ToneTrack(660), "mic")
+        for subscriber in subscribers:
+            await subscriber.open()
+            await pull_when_sending(subscriber, publisher.session_id, "mic")
+        tracks = [await asyncio.wait_for(s.tracks.get(), 5) for s in subscribers]
+        received = await asyncio.wait_for(
+            asyncio.gather(*(collect_pcm(t, 1.2) for t in tracks)), 15
+        )
+        for pcm in received:
+            steady = pcm[len(pcm) // 3 :]
+            assert abs(dominant_frequency(steady) - 660) < 5
+            assert rms_dbfs(steady) > -20
+    finally:
+        await asyncio.gather(publisher.close(), *(s.close() for s in subscribers))

@@ -6,8 +6,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from collections import defaultdict
+
 import httpx
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtp import RtpPacket
+
+from media.audio.rtptap import install_tap
 
 
 @dataclass
@@ -37,24 +42,51 @@ class Api:
 
 
 class Client:
-    """One session and its RTCPeerConnection."""
+    """One session and its RTCPeerConnection.
 
-    def __init__(self, api: Api) -> None:
+    With `tap=True` received RTP is not decoded: payloads are kept per mid in `received`
+    (for byte-exact checks), and `arrivals` counts packets per mid.
+    """
+
+    def __init__(self, api: Api, tap: bool = False) -> None:
         self.api = api
         self.pc = RTCPeerConnection()
         self.session_id = ""
         self.tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
-        self.pc.on("track", self.tracks.put_nowait)
+        self.received: dict[str, list[RtpPacket]] = defaultdict(list)
+        self._tap = tap
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self.tracks.put_nowait(track)
+        if not self._tap:
+            return
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                install_tap(transceiver.receiver, self._keeper(transceiver))
+
+    def _keeper(self, transceiver: RTCRtpTransceiver):
+        async def keep(packet: RtpPacket, arrival_ms: int) -> None:
+            if len(self.received[transceiver.mid]) < 2000:
+                self.received[transceiver.mid].append(packet)
+
+        return keep
 
     async def open(self) -> None:
         self.session_id = (await self.api.ok("POST", "/sessions/new"))["sessionId"]
 
     async def push(self, track: MediaStreamTrack, name: str) -> dict[str, Any]:
-        transceiver = self.pc.addTransceiver(track, direction="sendonly")
+        return await self.push_many([(track, name)])
+
+    async def push_many(self, tracks: list[tuple[MediaStreamTrack, str]]) -> dict[str, Any]:
+        transceivers = [self.pc.addTransceiver(t, direction="sendonly") for t, _ in tracks]
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {
             "sessionDescription": {"type": "offer", "sdp": self.pc.localDescription.sdp},
-            "tracks": [{"location": "local", "mid": transceiver.mid, "trackName": name}],
+            "tracks": [
+                {"location": "local", "mid": t.mid, "trackName": name}
+                for t, (_, name) in zip(transceivers, tracks, strict=True)
+            ],
         }
         result = await self.api.ok("POST", f"/sessions/{self.session_id}/tracks/new", body)
         answer = result["sessionDescription"]

@@ -1,0 +1,89 @@
+"""Forwarding is byte-exact and correctly re-headed, at the limits the API allows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.opus_source import OpusReplayTrack, encode_tone
+from tests.support.rtc import Client
+
+
+async def pull_all(client: Client, publisher: str, names: list[str]) -> dict:
+    for _ in range(100):
+        result = await client.api.ok(
+            "POST",
+            f"/sessions/{client.session_id}/tracks/new",
+            {"tracks": [{"location": "remote", "sessionId": publisher, "trackName": n} for n in names]},
+        )
+        if all("errorCode" not in t for t in result["tracks"]):
+            await client.answer(result["sessionDescription"])
+            return result
+        assert result["requiresImmediateRenegotiation"] is False or any(
+            "errorCode" not in t for t in result["tracks"]
+        )
+        if result.get("requiresImmediateRenegotiation"):
+            await client.answer(result["sessionDescription"])
+            names = [t["trackName"] for t in result["tracks"] if "errorCode" in t]
+        await asyncio.sleep(0.05)
+    raise AssertionError("tracks never became available")
+
+
+def assert_stream_intact(packets, sent: list[bytes]) -> None:
+    """Payloads are the publisher's bytes in order; seq and timestamp advance in step."""
+    assert len(packets) >= 20
+    position = sent.index(packets[0].payload)
+    for offset, packet in enumerate(packets):
+        assert packet.payload == sent[(position + offset) % len(sent)]
+    for before, after in zip(packets, packets[1:]):
+        assert (after.sequence_number - before.sequence_number) & 0xFFFF == 1
+        assert (after.timestamp - before.timestamp) & 0xFFFFFFFF == 960
+    assert len({p.ssrc for p in packets}) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_sixty_four_tracks_on_one_session_are_byte_exact(api):
+    names = [f"t{i}" for i in range(64)]
+    sources = [encode_tone(200 + 15 * i, 25) for i in range(64)]
+    publisher, subscriber = Client(api), Client(api, tap=True)
+    try:
+        await publisher.open()
+        await subscriber.open()
+        pushed = await publisher.push_many(
+            [(OpusReplayTrack(p), n) for p, n in zip(sources, names, strict=True)]
+        )
+        assert [t["trackName"] for t in pushed["tracks"]] == names
+        result = await pull_all(subscriber, publisher.session_id, names)
+        mids = {t["trackName"]: t["mid"] for t in result["tracks"]}
+        assert len(set(mids.values())) == 64
+        await asyncio.sleep(2.0)
+        ssrcs = set()
+        for name, packets in zip(names, sources, strict=True):
+            got = subscriber.received[mids[name]]
+            assert_stream_intact(got, packets)
+            ssrcs.add(got[0].ssrc)
+        assert len(ssrcs) == 64
+    finally:
+        await asyncio.gather(publisher.close(), subscriber.close())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_twenty_concurrent_sessions(api):
+    sources = [encode_tone(300 + 40 * i, 25) for i in range(10)]
+
+    async def pair(index: int) -> None:
+        publisher, subscriber = Client(api), Client(api, tap=True)
+        try:
+            await publisher.open()
+            await subscriber.open()
+            await publisher.push(OpusReplayTrack(sources[index]), "mic")
+            result = await pull_all(subscriber, publisher.session_id, ["mic"])
+            await asyncio.sleep(1.5)
+            assert_stream_intact(subscriber.received[result["tracks"][0]["mid"]], sources[index])
+        finally:
+            await asyncio.gather(publisher.close(), subscriber.close())
+
+    await asyncio.gather(*(pair(i) for i in range(10)))

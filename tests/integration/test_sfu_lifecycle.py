@@ -1,0 +1,243 @@
+"""Closing, re-pulling, session state, collection of idle tracks and sessions, teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from media.sfu import LocalSFU, SfuConfig
+from tests.support.opus_source import OpusReplayTrack, encode_tone
+from tests.support.rtc import Api, Client
+from tests.support.signals import ToneTrack, collect_pcm, dominant_frequency
+
+from .test_sfu_forwarding import pull_all
+
+
+async def close_with_offer(client: Client, mid: str) -> dict:
+    transceiver = next(t for t in client.pc.getTransceivers() if t.mid == mid)
+    transceiver.direction = "inactive"
+    await client.pc.setLocalDescription(await client.pc.createOffer())
+    result = await client.api.ok(
+        "PUT",
+        f"/sessions/{client.session_id}/tracks/close",
+        {
+            "tracks": [{"mid": mid}],
+            "sessionDescription": {"type": "offer", "sdp": client.pc.localDescription.sdp},
+            "force": False,
+        },
+    )
+    answer = result["sessionDescription"]
+    await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    return result
+
+
+@pytest.mark.timeout(60)
+async def test_close_pulled_track_then_pull_again(api):
+    publisher, subscriber = Client(api), Client(api, tap=True)
+    packets = encode_tone(500, 25)
+    try:
+        await publisher.open()
+        await subscriber.open()
+        await publisher.push(OpusReplayTrack(packets), "mic")
+        first = await pull_all(subscriber, publisher.session_id, ["mic"])
+        mid = first["tracks"][0]["mid"]
+        await asyncio.sleep(0.5)
+        assert len(subscriber.received[mid]) > 10
+
+        closed = await close_with_offer(subscriber, mid)
+        assert closed["tracks"] == [{"mid": mid, "trackName": "mic"}]
+        assert "m=audio 0 " in closed["sessionDescription"]["sdp"]
+        state = await api.ok("GET", f"/sessions/{subscriber.session_id}")
+        assert {"location": "remote", "mid": mid, "trackName": "mic",
+                "sessionId": publisher.session_id, "status": "inactive"} in state["tracks"]
+        count = len(subscriber.received[mid])
+        await asyncio.sleep(0.4)
+        assert len(subscriber.received[mid]) <= count + 1  # one may be in flight
+
+        again = await pull_all(subscriber, publisher.session_id, ["mic"])
+        new_mid = again["tracks"][0]["mid"]
+        assert new_mid != mid
+        await asyncio.sleep(0.6)
+        assert len(subscriber.received[new_mid]) > 10
+        assert {p.payload for p in subscriber.received[new_mid]} <= set(packets)
+    finally:
+        await asyncio.gather(publisher.close(), subscriber.close())
+
+
+@pytest.mark.timeout(60)
+async def test_closing_a_published_track_stops_its_subscribers(api):
+    publisher, subscriber = Client(api), Client(api, tap=True)
+    try:
+        await publisher.open()
+        await subscriber.open()
+        pushed = await publisher.push_many(
+            [(OpusReplayTrack(encode_tone(400, 25)), "a"), (OpusReplayTrack(encode_tone(800, 25)), "b")]
+        )
+        pulled = await pull_all(subscriber, publisher.session_id, ["a", "b"])
+        mids = {t["trackName"]: t["mid"] for t in pulled["tracks"]}
+        await asyncio.sleep(0.5)
+        b_mid = next(t["mid"] for t in pushed["tracks"] if t["trackName"] == "b")
+        result = await close_with_offer(publisher, b_mid)
+        assert result["tracks"] == [{"mid": b_mid, "trackName": "b"}]
+        before = {n: len(subscriber.received[m]) for n, m in mids.items()}
+        await asyncio.sleep(0.6)
+        assert len(subscriber.received[mids["a"]]) > before["a"] + 15
+        assert len(subscriber.received[mids["b"]]) <= before["b"] + 1
+        state = await api.ok("GET", f"/sessions/{publisher.session_id}")
+        status = {t["trackName"]: t["status"] for t in state["tracks"]}
+        assert status == {"a": "active", "b": "inactive"}
+        retry = await api.ok(
+            "POST", f"/sessions/{subscriber.session_id}/tracks/new",
+            {"tracks": [{"location": "remote", "sessionId": publisher.session_id, "trackName": "b"}]},
+        )
+        assert retry["tracks"][0]["errorCode"] == "not_found_track_error"
+        assert retry["tracks"][0]["mid"] == ""
+    finally:
+        await asyncio.gather(publisher.close(), subscriber.close())
+
+
+@pytest.mark.timeout(60)
+async def test_force_close_without_sdp_and_unknown_mid(api):
+    publisher, subscriber = Client(api), Client(api, tap=True)
+    try:
+        await publisher.open()
+        await subscriber.open()
+        await publisher.push(OpusReplayTrack(encode_tone(450, 25)), "mic")
+        pulled = await pull_all(subscriber, publisher.session_id, ["mic"])
+        mid = pulled["tracks"][0]["mid"]
+        result = await api.ok(
+            "PUT", f"/sessions/{subscriber.session_id}/tracks/close",
+            {"tracks": [{"mid": mid}, {"mid": "99"}], "force": True},
+        )
+        assert result["tracks"][0] == {"mid": mid, "trackName": "mic"}
+        assert result["tracks"][1]["errorCode"] == "close_track_error"
+        assert "sessionDescription" not in result
+        count = len(subscriber.received[mid])
+        await asyncio.sleep(0.4)
+        assert len(subscriber.received[mid]) <= count + 1
+    finally:
+        await asyncio.gather(publisher.close(), subscriber.close())
+
+
+@pytest.mark.timeout(60)
+async def test_datachannel_messages_are_relayed(api):
+    async def establish(client: Client) -> None:
+        client.pc.createDataChannel("bootstrap")
+        await client.pc.setLocalDescription(await client.pc.createOffer())
+        result = await api.ok(
+            "POST", f"/sessions/{client.session_id}/datachannels/establish",
+            {"sessionDescription": {"type": "offer", "sdp": client.pc.localDescription.sdp}},
+        )
+        answer = result["sessionDescription"]
+        await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+
+    publisher, subscriber = Client(api), Client(api)
+    try:
+        await publisher.open()
+        await subscriber.open()
+        await asyncio.gather(establish(publisher), establish(subscriber))
+        local = await api.ok(
+            "POST", f"/sessions/{publisher.session_id}/datachannels/new",
+            {"dataChannels": [{"location": "local", "dataChannelName": "chat"}]},
+        )
+        remote = await api.ok(
+            "POST", f"/sessions/{subscriber.session_id}/datachannels/new",
+            {"dataChannels": [{"location": "remote", "sessionId": publisher.session_id,
+                               "dataChannelName": "chat"}]},
+        )
+        missing = await api.ok(
+            "POST", f"/sessions/{subscriber.session_id}/datachannels/new",
+            {"dataChannels": [{"location": "remote", "sessionId": publisher.session_id,
+                               "dataChannelName": "nope"}]},
+        )
+        assert "errorCode" in missing["dataChannels"][0]
+        send = publisher.pc.createDataChannel("chat", negotiated=True, id=local["dataChannels"][0]["id"])
+        recv = subscriber.pc.createDataChannel("chat", negotiated=True, id=remote["dataChannels"][0]["id"])
+        got: asyncio.Queue[str] = asyncio.Queue()
+        recv.on("message", got.put_nowait)
+        for _ in range(100):
+            if send.readyState == "open" and recv.readyState == "open":
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        send.send("hello room")
+        assert await asyncio.wait_for(got.get(), 5) == "hello room"
+        state = await api.ok("GET", f"/sessions/{subscriber.session_id}")
+        assert state["dataChannels"][0]["dataChannelName"] == "chat"
+        assert state["dataChannels"][0]["status"] == "active"
+    finally:
+        await asyncio.gather(publisher.close(), subscriber.close())
+
+
+@pytest.mark.timeout(60)
+async def test_idle_track_is_collected_and_gone_session_answers_410():
+    async with LocalSFU(SfuConfig(track_idle_s=1.0, session_reuse_s=1.0)) as sfu:
+        api = Api(sfu.base_url, sfu.app_id, sfu.app_secret)
+        publisher = Client(api)
+        track = ToneTrack(300)
+        try:
+            await publisher.open()
+            await publisher.push(track, "mic")
+            await publisher.wait_sending("mic")
+            track.stop()  # the sender stops; the SFU sees no packets
+            for _ in range(60):
+                state = await api.ok("GET", f"/sessions/{publisher.session_id}")
+                if state["tracks"][0]["status"] == "inactive":
+                    break
+                await asyncio.sleep(0.1)
+            assert state["tracks"][0]["status"] == "inactive"
+            await publisher.close()
+            for _ in range(60):
+                response = await api.call("GET", f"/sessions/{publisher.session_id}")
+                if response.status_code == 410:
+                    break
+                await asyncio.sleep(0.1)
+            assert response.status_code == 410
+            assert response.json()["errorCode"] == "session_error"
+        finally:
+            await publisher.close()
+            await api.aclose()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_two_hundred_cycles_leave_nothing_behind():
+    async with LocalSFU(SfuConfig(session_reuse_s=0.2)) as sfu:
+        api = Api(sfu.base_url, sfu.app_id, sfu.app_secret)
+        tasks_before = len(asyncio.all_tasks())
+        threads_before = threading.active_count()
+        packets = encode_tone(440, 5)
+
+        async def cycle() -> None:
+            client = Client(api)
+            await client.open()
+            await client.push(OpusReplayTrack(packets), "mic")
+            for _ in range(200):
+                publication = sfu.registry.lookup(client.session_id, "mic")
+                if publication is not None and publication.is_sending:
+                    break
+                await asyncio.sleep(0.02)
+            assert publication is not None and publication.is_sending
+            await client.close()
+
+        for _ in range(20):
+            await asyncio.gather(*(cycle() for _ in range(10)))
+        for _ in range(100):
+            await sfu.registry.reap()
+            if len(sfu.registry) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert len(sfu.registry) == 0
+        await api.aclose()  # lets the server's keep-alive handlers finish
+        await asyncio.sleep(0.5)
+        gc.collect()
+        peers = [o for o in gc.get_objects() if isinstance(o, RTCPeerConnection)]
+        assert peers == []
+        leftover = [t.name for t in threading.enumerate() if not t.name.startswith("asyncio_")]
+        assert len(leftover) <= threads_before, leftover
+        leftover_tasks = [t.get_coro() for t in asyncio.all_tasks()]
+        assert len(leftover_tasks) <= tasks_before, leftover_tasks
