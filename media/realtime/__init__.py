@@ -1,0 +1,73 @@
+"""Cloudflare Realtime HTTP clients: the SFU API (`RealtimeClient`) and TURN credentials
+(`TurnClient`), with typed request/response models and errors."""
+
+from .client import DEFAULT_TRACK_RETRY, MAX_TRACKS_PER_REQUEST, OfferHandler, RealtimeClient
+from .errors import (
+    CLOSE_TRACK_ERROR,
+    EMPTY_TRACK_ERROR,
+    NOT_FOUND_TRACK_ERROR,
+    InvalidParams,
+    PeerNotReady,
+    RealtimeError,
+    RealtimeItemError,
+    SessionGone,
+    TransientError,
+    Unauthorized,
+)
+from .models import (
+    CloseTracksResult,
+    DataChannelRequest,
+    DataChannelResult,
+    DataChannelsResult,
+    DataChannelTransportResult,
+    IceServer,
+    IceServers,
+    Location,
+    NewSessionResult,
+    SessionDataChannel,
+    SessionDescription,
+    SessionState,
+    SessionTrack,
+    TrackLocator,
+    TrackRequest,
+    TrackResult,
+    TracksResult,
+)
+from .retry import RetryPolicy
+from .turn import TurnClient
+
+__all__ = [
+    "CLOSE_TRACK_ERROR",
+    "DEFAULT_TRACK_RETRY",
+    "EMPTY_TRACK_ERROR",
+    "MAX_TRACKS_PER_REQUEST",
+    "NOT_FOUND_TRACK_ERROR",
+    "CloseTracksResult",
+    "DataChannelRequest",
+    "DataChannelResult",
+    "DataChannelTransportResult",
+    "DataChannelsResult",
+    "IceServer",
+    "IceServers",
+    "InvalidParams",
+    "Location",
+    "NewSessionResult",
+    "OfferHandler",
+    "PeerNotReady",
+    "RealtimeClient",
+    "RealtimeError",
+    "RealtimeItemError",
+    "RetryPolicy",
+    "SessionDataChannel",
+    "SessionDescription",
+    "SessionGone",
+    "SessionState",
+    "SessionTrack",
+    "TrackLocator",
+    "TrackRequest",
+    "TrackResult",
+    "TracksResult",
+    "TransientError",
+    "TurnClient",
+    "Unauthorized",
+]
