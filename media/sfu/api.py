@@ -56,6 +56,34 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return _json({"errorCode": "internal_error", "errorDescription": "internal error"}, 500)
 
 
+CORS_ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+CORS_MAX_AGE_S = 86400
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Permissive CORS, as Cloudflare's API answers: browser pages call the SFU directly.
+
+    Preflights (OPTIONS with Access-Control-Request-Method) are answered here without auth;
+    every other response, errors included, carries the reflected Origin (`vary: Origin`).
+    """
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS
+        response.headers["Access-Control-Allow-Headers"] = request.headers.get(
+            "Access-Control-Request-Headers", CORS_ALLOW_HEADERS
+        )
+        response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+    else:
+        response = await handler(request)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
+    return response
+
+
 def _authorize(request: web.Request, secrets_by_id: Mapping[str, str], key_id: str) -> None:
     secret = secrets_by_id.get(key_id)
     header = request.headers.get("Authorization", "")
@@ -158,13 +186,17 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def establish_datachannels(request: web.Request) -> web.Response:
     session = _session(request)
-    body = await _body(request)
-    description = models.session_description(body)
+    req = models.establish_request(await _body(request))
     async with session.lock:
-        answer = await session.establish_datachannels(description)
-    out: dict[str, Any] = {"requiresImmediateRenegotiation": False}
-    if answer is not None:
-        out["sessionDescription"] = answer.to_json()
+        channel, description, renegotiate = await session.establish_datachannels(
+            req.session_description
+        )
+    out: dict[str, Any] = {
+        "dataChannel": channel.to_json(),
+        "requiresImmediateRenegotiation": renegotiate,
+    }
+    if description is not None:
+        out["sessionDescription"] = description.to_json()
     return _json(out)
 
 
@@ -178,9 +210,9 @@ async def new_datachannels(request: web.Request) -> web.Response:
 
 async def close_datachannels(request: web.Request) -> web.Response:
     session = _session(request)
-    req = models.datachannels_request(await _body(request))
+    ids = models.close_datachannels_request(await _body(request))
     async with session.lock:
-        results = session.close_datachannels(req.channels)
+        results = session.close_datachannels(ids)
     return _json({"dataChannels": [r.to_json() for r in results]})
 
 
@@ -227,7 +259,7 @@ def build_app(
     turn_keys: Mapping[str, str],
     stun_urls: list[str],
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[cors, errors_as_json], client_max_size=MAX_BODY_BYTES)
     app[REGISTRY] = registry
     app[APPS] = dict(apps)
     app[TURN_KEYS] = dict(turn_keys)

@@ -74,7 +74,13 @@ class DataChannelsRequest:
 
 @dataclass(frozen=True, slots=True)
 class EstablishRequest:
+    """datachannels/establish pulls the SFU's `server-events` channel to set up SCTP."""
+
+    channel_name: str
     session_description: SessionDescription | None
+
+
+SERVER_EVENTS_CHANNEL = "server-events"
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -193,3 +199,25 @@ def datachannels_request(body: dict[str, Any]) -> DataChannelsRequest:
     if not channels:
         raise ApiError.invalid_params("dataChannels must list at least one channel")
     return DataChannelsRequest(channels=tuple(channels))
+
+
+def establish_request(body: dict[str, Any]) -> EstablishRequest:
+    channel = _get(body, "dataChannel", dict, "") or {}
+    name = _get(channel, "dataChannelName", str, "dataChannel.") or SERVER_EVENTS_CHANNEL
+    if name != SERVER_EVENTS_CHANNEL:
+        raise ApiError.invalid_params(
+            f"datachannels/establish only pulls {SERVER_EVENTS_CHANNEL!r}, got {name!r}"
+        )
+    return EstablishRequest(channel_name=name, session_description=session_description(body))
+
+
+def close_datachannels_request(body: dict[str, Any]) -> tuple[int, ...]:
+    ids = []
+    for index, item in enumerate(_list_of_objects(body, "dataChannels")):
+        channel_id = _get(item, "id", int, f"dataChannels[{index}].")
+        if channel_id is None:
+            raise ApiError.invalid_params(f"dataChannels[{index}].id is required")
+        ids.append(channel_id)
+    if not ids:
+        raise ApiError.invalid_params("dataChannels must list at least one channel id")
+    return tuple(ids)

@@ -38,6 +38,7 @@ __all__ = ["SessionState", "SfuSession", "TrackResult", "TrackStatus"]
 logger = logging.getLogger(__name__)
 
 CONNECT_WAIT_S = 5.0
+SERVER_EVENTS = "server-events"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
@@ -123,6 +124,7 @@ class SfuSession:
         self.disconnected_at: float | None = None
         self._directory = directory
         self._channels: dict[int, tuple[RTCDataChannel, ChannelStatus, ChannelPublication | None]] = {}
+        self._server_events: RTCDataChannel | None = None
         self._connected = asyncio.Event()
         self._negotiated_once = False
         self._numbering = sdp.NegotiatedMap()
@@ -548,24 +550,41 @@ class SfuSession:
 
     async def establish_datachannels(
         self, description: SessionDescription | None
-    ) -> SessionDescription | None:
+    ) -> tuple[ChannelResult, SessionDescription | None, bool]:
+        """Set up SCTP and pull the SFU's `server-events` channel (as Cloudflare does)."""
+        await self._require_connected()
+        answer: SessionDescription | None = None
+        offer: SessionDescription | None = None
         if description is not None:
-            offer = await self._apply_client_offer(description)
-            return await self._answer(offer)
+            parsed = await self._apply_client_offer(description)
+            answer = await self._answer(parsed)
         if self.pc.sctp is None:
-            raise ApiError.invalid_params(
-                "no datachannel transport yet: send an offer with an m=application section"
-            )
-        return None
+            self._require_stable()
+            # createDataChannel makes aiortc add the m=application section to its next offer.
+            self._server_events = self.pc.createDataChannel(SERVER_EVENTS, negotiated=True, id=1)
+            offer = await self._offer()
+            self._pending = _Negotiation()
+        channel = self._server_events
+        if channel is None:
+            channel_id = self._allocate_channel_id()
+            channel = self.pc.createDataChannel(SERVER_EVENTS, negotiated=True, id=channel_id)
+            self._server_events = channel
+        assert channel.id is not None
+        self._channels[channel.id] = (
+            channel, ChannelStatus("remote", SERVER_EVENTS, channel.id, ""), None)
+        result = ChannelResult("remote", SERVER_EVENTS, channel_id=channel.id)
+        return result, answer or offer, offer is not None
 
     def _allocate_channel_id(self) -> int:
-        # Skip ids the client already opened itself (in-band), or aiortc's SCTP layer would
-        # see two channels on one stream.
+        # RFC 8832: in-band channels take even ids on the DTLS client and odd ones on the
+        # server. Allocating from the SFU's own parity keeps clear of the client's channels;
+        # before the role is settled the SFU is the offerer, and answerers pick DTLS client.
         assert self.pc.sctp is not None
+        role = self.pc.sctp.transport._role
+        channel_id = 0 if role == "client" else 1
         taken = set(self._channels) | set(self.pc.sctp._data_channels)
-        channel_id = 0
         while channel_id in taken:
-            channel_id += 1
+            channel_id += 2
         return channel_id
 
     async def new_datachannels(self, items: Sequence[DataChannelItem]) -> list[ChannelResult]:
@@ -602,26 +621,21 @@ class SfuSession:
             results.append(ChannelResult("remote", item.name, item.session_id, channel_id))
         return results
 
-    def close_datachannels(self, items: Sequence[DataChannelItem]) -> list[ChannelResult]:
+    def close_datachannels(self, ids: Sequence[int]) -> list[ChannelResult]:
         results = []
-        for item in items:
-            match = next(
-                (cid for cid, (_, status, _) in self._channels.items()
-                 if status.name == item.name and status.location == item.location
-                 and (item.location == "local" or status.session_id == item.session_id)),
-                None,
-            )
-            if match is None:
-                results.append(ChannelResult(item.location, item.name, item.session_id, error=ItemError(
-                    "close_datachannel_error", f"no datachannel {item.name!r} on this session")))
+        for channel_id in ids:
+            entry = self._channels.pop(channel_id, None)
+            if entry is None:
+                results.append(ChannelResult("local", "", channel_id=channel_id, error=ItemError(
+                    "close_datachannel_error", f"no datachannel with id {channel_id} on this session")))
                 continue
-            channel, _, publication = self._channels.pop(match)
+            channel, status, publication = entry
             if publication is not None:
                 publication.close()
                 self._directory.channel_unpublished(publication)
             else:
                 channel.close()
-            results.append(ChannelResult(item.location, item.name, item.session_id, match))
+            results.append(ChannelResult(status.location, status.name, status.session_id, channel_id))
         return results
 
     def datachannel_statuses(self) -> list[ChannelStatus]:

@@ -123,23 +123,49 @@ async def test_force_close_without_sdp_and_unknown_mid(api):
         await asyncio.gather(publisher.close(), subscriber.close())
 
 
+async def establish_with_offer(client: Client) -> dict:
+    client.pc.createDataChannel("bootstrap")
+    await client.pc.setLocalDescription(await client.pc.createOffer())
+    result = await client.api.ok(
+        "POST", f"/sessions/{client.session_id}/datachannels/establish",
+        {"dataChannel": {"location": "remote", "dataChannelName": "server-events"},
+         "sessionDescription": {"type": "offer", "sdp": client.pc.localDescription.sdp}},
+    )
+    assert result["requiresImmediateRenegotiation"] is False
+    answer = result["sessionDescription"]
+    await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    return result
+
+
+async def establish_by_sfu_offer(client: Client) -> dict:
+    result = await client.api.ok(
+        "POST", f"/sessions/{client.session_id}/datachannels/establish",
+        {"dataChannel": {"location": "remote", "dataChannelName": "server-events"}},
+    )
+    assert result["requiresImmediateRenegotiation"] is True
+    assert "m=application" in result["sessionDescription"]["sdp"]
+    await client.answer(result["sessionDescription"])
+    return result
+
+
+async def open_channel(client: Client, name: str, channel_id: int):
+    channel = client.pc.createDataChannel(name, negotiated=True, id=channel_id)
+    for _ in range(200):
+        if channel.readyState == "open":
+            return channel
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"datachannel {name} never opened")
+
+
 @pytest.mark.timeout(60)
 async def test_datachannel_messages_are_relayed(api):
-    async def establish(client: Client) -> None:
-        client.pc.createDataChannel("bootstrap")
-        await client.pc.setLocalDescription(await client.pc.createOffer())
-        result = await api.ok(
-            "POST", f"/sessions/{client.session_id}/datachannels/establish",
-            {"sessionDescription": {"type": "offer", "sdp": client.pc.localDescription.sdp}},
-        )
-        answer = result["sessionDescription"]
-        await client.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
-
     publisher, subscriber = Client(api), Client(api)
     try:
         await publisher.open()
         await subscriber.open()
-        await asyncio.gather(establish(publisher), establish(subscriber))
+        established = await establish_with_offer(publisher)
+        assert established["dataChannel"]["dataChannelName"] == "server-events"
+        await establish_by_sfu_offer(subscriber)
         local = await api.ok(
             "POST", f"/sessions/{publisher.session_id}/datachannels/new",
             {"dataChannels": [{"location": "local", "dataChannelName": "chat"}]},
@@ -155,20 +181,23 @@ async def test_datachannel_messages_are_relayed(api):
                                "dataChannelName": "nope"}]},
         )
         assert "errorCode" in missing["dataChannels"][0]
-        send = publisher.pc.createDataChannel("chat", negotiated=True, id=local["dataChannels"][0]["id"])
-        recv = subscriber.pc.createDataChannel("chat", negotiated=True, id=remote["dataChannels"][0]["id"])
+        send = await open_channel(publisher, "chat", local["dataChannels"][0]["id"])
+        recv_id = remote["dataChannels"][0]["id"]
+        recv = await open_channel(subscriber, "chat", recv_id)
         got: asyncio.Queue[str] = asyncio.Queue()
         recv.on("message", got.put_nowait)
-        for _ in range(100):
-            if send.readyState == "open" and recv.readyState == "open":
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.2)
         send.send("hello room")
         assert await asyncio.wait_for(got.get(), 5) == "hello room"
         state = await api.ok("GET", f"/sessions/{subscriber.session_id}")
-        assert state["dataChannels"][0]["dataChannelName"] == "chat"
-        assert state["dataChannels"][0]["status"] == "active"
+        chat = next(c for c in state["dataChannels"] if c["dataChannelName"] == "chat")
+        assert chat == {"location": "remote", "dataChannelName": "chat", "id": recv_id,
+                        "status": "active", "sessionId": publisher.session_id}
+        closed = await api.ok(
+            "PUT", f"/sessions/{subscriber.session_id}/datachannels/close",
+            {"dataChannels": [{"id": recv_id}, {"id": 999}]},
+        )
+        assert "errorCode" not in closed["dataChannels"][0]
+        assert closed["dataChannels"][1]["errorCode"] == "close_datachannel_error"
     finally:
         await asyncio.gather(publisher.close(), subscriber.close())
 
