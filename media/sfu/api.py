@@ -90,7 +90,8 @@ def _authorize(request: web.Request, secrets_by_id: Mapping[str, str], key_id: s
     token = header[7:] if header[:7].lower() == "bearer " else ""
     if secret is None:
         raise ApiError.unauthorized(f"unknown app or key id {key_id!r}")
-    if not hmac.compare_digest(token.encode(), secret.encode()):
+    # Header bytes that are no UTF-8 arrive as surrogates; they must fail as 401, not 500.
+    if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), secret.encode()):
         raise ApiError.unauthorized()
 
 
@@ -234,10 +235,8 @@ async def generate_legacy(request: web.Request) -> web.Response:
 
 
 async def _turn_body(request: web.Request) -> None:
-    body = await _body(request)
-    ttl = body.get("ttl")
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0):
-        raise ApiError.invalid_params("ttl must be a positive integer number of seconds")
+    _authorize(request, request.app[TURN_KEYS], request.match_info["key_id"])  # before the body
+    models.turn_credentials_request(await _body(request))
 
 
 async def revoke(request: web.Request) -> web.Response:
@@ -250,6 +249,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
+    # The catch-all route wins over aiohttp's own 405; find the methods the path does allow.
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        return web.json_response(
+            {"errorCode": "method_not_allowed",
+             "errorDescription": f"{request.method} is not allowed on {request.path}"},
+            status=405,
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
     raise ApiError(404, "not_found", f"no such endpoint: {request.method} {request.path}")
 
 

@@ -9,7 +9,6 @@ that never yields, so it only sends RTCP; we keep its counters true so its sende
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import struct
@@ -17,35 +16,16 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-from aiortc import MediaStreamTrack, RTCRtpSender, clock
+from aiortc import RTCRtpSender, clock
 from aiortc.rtp import RtpPacket
 
-__all__ = ["IdleTrack", "Publication", "PublicationState", "Subscription", "ExtensionIds"]
+__all__ = ["ExtensionIds", "Publication", "PublicationState", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLES_PER_SECOND = 48_000
 _HEADER = struct.Struct("!BBHII")
 _ONE_BYTE_PROFILE = b"\xbe\xde"
-
-
-class IdleTrack(MediaStreamTrack):
-    """A sender track that never yields: aiortc's send loop waits on it instead of polling."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def recv(self) -> None:  # type: ignore[override]
-        await self._never
-        raise AssertionError("unreachable")
-
-    def stop(self) -> None:
-        super().stop()
-        if not self._never.done():
-            self._never.cancel()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,13 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtpPacket
 
+from ..audio.idle import IdleTrack
 from ..audio.rtptap import install_tap
+from ..sdp_shaping import NegotiatedMap, rejected_mids, shape_answer, shape_offer
 from . import sdp
 from .datachannels import ChannelPublication, ChannelResult, ChannelStatus, channel_status
 from .errors import NOT_FOUND_TRACK_ERROR, ApiError, ItemError
-from .forwarder import ExtensionIds, IdleTrack, Publication, Subscription
+from .forwarder import ExtensionIds, Publication, Subscription
 from .models import DataChannelItem, SessionDescription, TrackItem
 
 __all__ = ["SessionState", "SfuSession", "TrackResult", "TrackStatus"]
@@ -127,7 +129,7 @@ class SfuSession:
         self._server_events: RTCDataChannel | None = None
         self._connected = asyncio.Event()
         self._negotiated_once = False
-        self._numbering = sdp.NegotiatedMap()
+        self._numbering = NegotiatedMap()
         self._closed_mids: set[str] = set()
         self._published: dict[str, Publication] = {}  # by mid
         self._pulled: dict[str, _Pulled] = {}  # by mid
@@ -229,7 +231,7 @@ class SfuSession:
         bundle = next((g for g in parsed.group if g.semantic == "BUNDLE"), None)
         if not bundle or not bundle.items:
             return
-        if bundle.items[0] in sdp.rejected_mids(offer):
+        if bundle.items[0] in rejected_mids(offer):
             # The browser moves to a new transport when the BUNDLE tag closes; aiortc cannot
             # follow (DESIGN.md §4b.3). Say so at once so the client rebuilds its session.
             raise ApiError(
@@ -267,7 +269,7 @@ class SfuSession:
 
     async def _answer(self, offer: aiortc_sdp.SessionDescription) -> SessionDescription:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
-            sdp.shape_answer(d, offer, self._closed_mids)
+            shape_answer(d, offer, self._closed_mids)
 
         answer = await self.pc.createAnswer()
         parsed = aiortc_sdp.SessionDescription.parse(answer.sdp)
@@ -279,7 +281,7 @@ class SfuSession:
 
     async def _offer(self) -> SessionDescription:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
-            sdp.shape_offer(d, self._numbering, self._closed_mids)
+            shape_offer(d, self._numbering, self._closed_mids)
 
         offer = await self.pc.createOffer()
         parsed = aiortc_sdp.SessionDescription.parse(offer.sdp)
