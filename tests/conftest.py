@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import stamina
 
 from media.ice import pin_host_addresses
 
@@ -10,3 +11,9 @@ from media.ice import pin_host_addresses
 @pytest.fixture(autouse=True, scope="session")
 def _loopback_only_ice() -> None:
     pin_host_addresses(["127.0.0.1"])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_retries() -> None:
+    # Our client logs its own retries with context; stamina's bare warnings are noise here.
+    stamina.instrumentation.set_on_retry_hooks([])

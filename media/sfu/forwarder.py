@@ -56,6 +56,10 @@ class Publication:
         self._subscriptions: list[Subscription] = []
 
     @property
+    def is_active(self) -> bool:
+        return self.state is PublicationState.ACTIVE
+
+    @property
     def is_sending(self) -> bool:
         return self.state is PublicationState.ACTIVE and self.last_packet_at is not None
 

@@ -329,7 +329,7 @@ class SfuSession:
 
     def _publish(self, transceiver: RTCRtpTransceiver, track_name: str) -> TrackResult:
         mid = transceiver.mid or ""
-        if any(p.track_name == track_name for p in self._published.values()):
+        if any(p.track_name == track_name and p.is_active for p in self._published.values()):
             return TrackResult(
                 track_name, mid, error=ItemError("invalid_params", f"track {track_name!r} is already published")
             )
@@ -394,6 +394,8 @@ class SfuSession:
                     )
                     continue
                 named.add(mid)
+                # A client may reuse the transceiver of a closed track for a new one.
+                self._closed_mids.discard(mid)
                 results.append(self._publish(transceiver, item.track_name))
             else:
                 error = self._pull_item_error(item)
