@@ -1,0 +1,305 @@
+"""`Bridge`: one voice channel (or any set of speakers) joined to one room.
+
+Input: per-speaker Opus packet streams (the Discord adapter, or generators in tests). Each
+speaker is published as its own track, lazily on its first packet, without transcoding, and
+unpublished when it leaves. Output: a never-ending 20 ms PCM stream made from every other
+member's tracks — never its own — through jitter buffers and the mixer (`read_frame()` for a
+consumer with its own clock, `frames()` paced from a wall-clock origin otherwise).
+
+The bridge follows the room directory: late joiners and their tracks are subscribed, leavers
+unsubscribed, and tracks republished under a new session after a peer recovered are picked up
+again. Its own speakers' speaking state goes back into the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .audio import FRAME_MS, FRAME_SAMPLES, OPUS_SILENCE_FRAME, SAMPLE_RATE_HZ
+from .audio.inbound import InboundOpus
+from .audio.mixdown import Mixdown
+from .audio.mixer import Pcm
+from .audio.source import OpusSource
+from .backoff import Backoff
+from .peer import PeerConfig, PeerEvent, RealtimePeer
+from .realtime import RealtimeClient, RealtimeError
+from .rooms import (
+    MemberJoined,
+    MemberKind,
+    MemberLeft,
+    RoomDirectory,
+    RoomEvent,
+    TrackInfo,
+    TrackPublished,
+    TrackRemoved,
+)
+
+__all__ = ["Bridge", "BridgeConfig", "SpeakerInput"]
+
+logger = logging.getLogger(__name__)
+
+SPEAKING_HOLD_MS = 300
+"""A speaker counts as speaking until this long after its last non-silent packet."""
+KEEPALIVE_S = 5.0
+"""A quiet speaker's track gets a silence frame this often: the SFU collects tracks that
+receive nothing for 30 s, and muting must never look like leaving."""
+TICK_S = 0.1
+SUBSCRIBE_RETRY = Backoff(initial_s=0.2, max_s=2.0, attempts=8)
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    member_id: str
+    display_name: str
+    kind: MemberKind = MemberKind.DISCORD
+    peer: PeerConfig = field(default_factory=PeerConfig)
+
+
+class SpeakerInput:
+    """One speaker's Opus packets into the room. `push()` is called on the event loop."""
+
+    def __init__(self, bridge: Bridge, track_name: str, display_name: str, user_id: str | None) -> None:
+        self.track_name = track_name
+        self.display_name = display_name
+        self.user_id = user_id
+        self.source = OpusSource(track_name)
+        self._bridge = bridge
+        self._published = False
+        self._publishing: asyncio.Task[None] | None = None
+        self._origin: tuple[float, int] | None = None  # wall clock -> timestamp, for None
+        self.last_packet_at = 0.0
+        self.last_voice_at = 0.0
+        self.speaking = False
+        self._last_timestamp = 0
+
+    def push(self, payload: bytes, timestamp: int | None = None) -> None:
+        now = time.monotonic()
+        if timestamp is None:
+            timestamp = self._wall_clock_timestamp(now)
+        self._last_timestamp = timestamp
+        self.last_packet_at = now
+        if payload != OPUS_SILENCE_FRAME:
+            self.last_voice_at = now
+        self.source.push(payload, timestamp)
+        if self._publishing is None:
+            self._publishing = asyncio.create_task(
+                self._bridge._publish_speaker(self), name=f"publish-{self.track_name}"
+            )
+
+    def _wall_clock_timestamp(self, now: float) -> int:
+        if self._origin is None:
+            self._origin = (now, 0)
+        elapsed = now - self._origin[0]
+        frames = round(elapsed * 1000 / FRAME_MS)
+        return (self._origin[1] + frames * FRAME_SAMPLES) & 0xFFFFFFFF
+
+    def keepalive(self, now: float) -> None:
+        if self._publishing is not None and now - self.last_packet_at >= KEEPALIVE_S:
+            gap = int((now - self.last_packet_at) * SAMPLE_RATE_HZ) // FRAME_SAMPLES * FRAME_SAMPLES
+            self.push(OPUS_SILENCE_FRAME, (self._last_timestamp + gap) & 0xFFFFFFFF)
+
+
+class Bridge:
+    def __init__(
+        self,
+        room: str,
+        client: RealtimeClient,
+        directory: RoomDirectory,
+        config: BridgeConfig,
+    ) -> None:
+        self.room = room
+        self.config = config
+        self._directory = directory
+        self._peer = RealtimePeer(client, config.peer)
+        self._mixdown = Mixdown()
+        self._speakers: dict[str, SpeakerInput] = {}
+        self._published: dict[str, TrackInfo] = {}  # track name -> as announced
+        self._subscriptions: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._inbounds: dict[tuple[str, str], InboundOpus] = {}
+        self._tracks_of: dict[str, set[TrackInfo]] = {}  # other member id -> its tracks
+        self._tasks: list[asyncio.Task[None]] = []
+        self._events_cm: object | None = None
+        self._stopped = False
+
+    @property
+    def peer(self) -> RealtimePeer:
+        return self._peer
+
+    @property
+    def mixdown(self) -> Mixdown:
+        return self._mixdown
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._peer.start()
+        self._peer.on_event(self._on_peer_event)
+        await self._directory.join(self.room, self.config.member_id, self.config.kind, self.config.display_name)
+        self._events_cm = self._directory.events(self.room)
+        stream = await self._events_cm.__aenter__()  # type: ignore[attr-defined]
+        for member in await self._directory.members(self.room):
+            if member.member_id != self.config.member_id:
+                for track in member.tracks:
+                    self._want(member.member_id, track)
+        self._tasks = [
+            asyncio.create_task(self._follow(stream), name=f"bridge-events-{self.room}"),
+            asyncio.create_task(self._tick(), name=f"bridge-tick-{self.room}"),
+        ]
+        logger.info("bridge started room=%s member=%s session_id=%s", self.room, self.config.member_id, self._peer.session_id)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in [*self._tasks, *self._subscriptions.values(), *self._publishing_tasks()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._subscriptions.values(), *self._publishing_tasks(), return_exceptions=True)
+        if self._events_cm is not None:
+            await self._events_cm.__aexit__(None, None, None)  # type: ignore[attr-defined]
+        await self._directory.leave(self.room, self.config.member_id)
+        await self._peer.close()
+        self._mixdown.close()
+        logger.info("bridge stopped room=%s member=%s", self.room, self.config.member_id)
+
+    def _publishing_tasks(self) -> list[asyncio.Task[None]]:
+        return [s._publishing for s in self._speakers.values() if s._publishing is not None]
+
+    # -- input: local speakers ----------------------------------------------------------------
+
+    def speaker(self, track_name: str, display_name: str = "", user_id: str | None = None) -> SpeakerInput:
+        """The input for one speaker (created on first use); its track publishes lazily."""
+        speaker = self._speakers.get(track_name)
+        if speaker is None:
+            speaker = SpeakerInput(self, track_name, display_name or track_name, user_id)
+            self._speakers[track_name] = speaker
+        return speaker
+
+    async def _publish_speaker(self, speaker: SpeakerInput) -> None:
+        try:
+            await self._peer.publish(speaker.track_name, speaker.source)
+        except (RealtimeError, ValueError) as exc:
+            logger.warning("publish failed room=%s track=%s error=%s", self.room, speaker.track_name, exc)
+            speaker._publishing = None  # the next packet tries again
+            return
+        speaker._published = True
+        await self._announce(speaker)
+
+    async def _announce(self, speaker: SpeakerInput) -> None:
+        track = TrackInfo(self._peer.session_id, speaker.track_name, speaker.display_name, speaker.user_id)
+        old = self._published.get(speaker.track_name)
+        if old == track:
+            return
+        if old is not None:
+            await self._directory.unpublish(self.room, self.config.member_id, old)
+        self._published[speaker.track_name] = track
+        await self._directory.publish(self.room, self.config.member_id, track)
+
+    async def remove_speaker(self, track_name: str) -> None:
+        speaker = self._speakers.pop(track_name, None)
+        if speaker is None:
+            return
+        if speaker._publishing is not None:
+            await asyncio.gather(speaker._publishing, return_exceptions=True)
+        track = self._published.pop(track_name, None)
+        if track is not None:
+            await self._directory.unpublish(self.room, self.config.member_id, track)
+        if speaker._published:
+            await self._peer.unpublish(track_name)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def read_frame(self) -> Pcm:
+        """The next 20 ms of the room minus this bridge (mono 48 kHz int16); thread-safe."""
+        return self._mixdown.read_frame()
+
+    async def frames(self) -> AsyncIterator[Pcm]:
+        """`read_frame()` every 20 ms from a wall-clock origin, forever (silence when quiet)."""
+        origin = time.monotonic()
+        index = 0
+        while True:
+            index += 1
+            await asyncio.sleep(max(0.0, origin + index * FRAME_MS / 1000 - time.monotonic()))
+            yield self._mixdown.read_frame()
+
+    # -- following the room ---------------------------------------------------------------------
+
+    def _want(self, member_id: str, track: TrackInfo) -> None:
+        self._tracks_of.setdefault(member_id, set()).add(track)
+        key = (track.session_id, track.track_name)
+        if key in self._subscriptions or self._stopped:
+            return
+        self._subscriptions[key] = asyncio.create_task(self._subscribe(track), name=f"subscribe-{key[1]}")
+
+    async def _subscribe(self, track: TrackInfo) -> None:
+        key = (track.session_id, track.track_name)
+        for delay in SUBSCRIBE_RETRY.delays():
+            await asyncio.sleep(delay)
+            try:
+                inbound = await self._peer.subscribe(track.session_id, track.track_name)
+            except RealtimeError as exc:
+                logger.info("subscribe retry room=%s track=%s/%s error=%s", self.room, *key, exc)
+                continue
+            self._inbounds[key] = inbound
+            self._mixdown.add(key, inbound)
+            logger.info("bridge hears room=%s member=%s track=%s/%s", self.room, self.config.member_id, *key)
+            return
+        logger.warning("gave up subscribing room=%s track=%s/%s", self.room, *key)
+
+    async def _unwant(self, member_id: str, track: TrackInfo) -> None:
+        self._tracks_of.get(member_id, set()).discard(track)
+        key = (track.session_id, track.track_name)
+        task = self._subscriptions.pop(key, None)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._mixdown.remove(key)
+        inbound = self._inbounds.pop(key, None)
+        if inbound is not None:
+            try:
+                await self._peer.unsubscribe(inbound)
+            except RealtimeError as exc:
+                logger.info("unsubscribe failed room=%s track=%s/%s error=%s", self.room, *key, exc)
+
+    async def _follow(self, stream: AsyncIterator[RoomEvent]) -> None:
+        async for event in stream:
+            try:
+                await self._apply(event)
+            except Exception:
+                logger.exception("room event failed room=%s event=%r", self.room, event)
+
+    async def _apply(self, event: RoomEvent) -> None:
+        if isinstance(event, MemberJoined) or event.member_id == self.config.member_id:
+            return
+        if isinstance(event, TrackPublished):
+            self._want(event.member_id, event.track)
+        elif isinstance(event, TrackRemoved):
+            await self._unwant(event.member_id, event.track)
+        elif isinstance(event, MemberLeft):
+            # A shared directory may expire a crashed member without removing its tracks.
+            for track in list(self._tracks_of.pop(event.member_id, ())):
+                await self._unwant(event.member_id, track)
+
+    def _on_peer_event(self, event: PeerEvent) -> None:
+        if event is PeerEvent.RECOVERED:
+            # The peer republished under a new session id: tell the room where to find us.
+            for speaker in self._speakers.values():
+                if speaker._published:
+                    task = asyncio.create_task(self._announce(speaker))
+                    self._tasks.append(task)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            for speaker in list(self._speakers.values()):
+                speaker.keepalive(now)
+                speaking = now - speaker.last_voice_at < SPEAKING_HOLD_MS / 1000
+                if speaking != speaker.speaking and speaker._published:
+                    speaker.speaking = speaking
+                    await self._directory.set_speaking(
+                        self.room, self.config.member_id, speaker.track_name, speaking
+                    )
