@@ -1,0 +1,468 @@
+"""Real Chromium pages (fake microphone) push, pull, close and re-pull through the local SFU.
+
+Only a real browser shows what DESIGN.md §4b lists; aiortc on both ends misses all of it.
+The page (tests/e2e/sfu_page) is served from its own origin on 127.0.0.1 and calls the SFU's
+HTTP API itself, cross-origin, as Cloudflare's echo example does. Audio is checked on the
+receiving side: Chrome's inbound-rtp stats (packets, energy, concealment), or decoded PCM
+when an aiortc client receives.
+
+Network: nothing but 127.0.0.0/8. The SFU offers only 127.0.0.1 candidates, and Chrome runs
+with `--webrtc-ip-handling-policy=default_public_interface_only` (RFC 8828 mode 3): it
+enumerates no interfaces, binds its ICE sockets to 0.0.0.0 / [::] and gathers no host
+candidate at all, so it never learns or signals eth0's addresses, and its checks to
+127.0.0.1 leave from 127.0.0.1. The selected pair is 127.0.0.1 (peer-reflexive) to 127.0.0.1
+(host); every test asserts it. Without the policy Chrome gathers 192.0.2.2, fd00::2,
+127.0.0.1 and ::1 and selects 192.0.2.2 -> 127.0.0.1 (the loopback candidate carries
+network-cost 50, eth0's 0). `--force-webrtc-ip-handling-policy` is ignored by this build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import web
+from playwright.async_api import BrowserContext, Page, async_playwright
+
+from media.sfu import LocalSFU
+from tests.support.rtc import Api, Client
+from tests.support.signals import ToneTrack, collect_pcm, rms_dbfs
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PAGE_DIR = Path(__file__).parent / "sfu_page"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--allow-loopback-in-peer-connection",
+    # No interface enumeration, no host candidates: ICE runs on 127.0.0.1 only (see above).
+    "--webrtc-ip-handling-policy=default_public_interface_only",
+    # The page plays every received track (Chrome decodes remote audio, and counts samples
+    # and energy in its stats, only for a track attached to a sink); don't let the autoplay
+    # heuristics of a given Chrome version decide whether play() may start.
+    "--autoplay-policy=no-user-gesture-required",
+    # Should a host candidate ever be gathered, never hide it behind an mDNS name: the
+    # mDNS responder would multicast on eth0.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+
+AUDIO_WINDOW_S = 2.0
+MIN_PACKETS_PER_WINDOW = 50  # 20 ms packets: 100 expected in 2 s
+MAX_CONCEALED_RATIO = 0.2
+PUSH_RETRY_S = 10.0
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def sfu() -> AsyncIterator[LocalSFU]:
+    async with LocalSFU() as server:
+        yield server
+
+
+@pytest.fixture
+async def api(sfu: LocalSFU) -> AsyncIterator[Api]:
+    client = Api(sfu.base_url, sfu.app_id, sfu.app_secret)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def page_url() -> AsyncIterator[str]:
+    """The test page, served from an origin of its own (so the API calls are cross-origin)."""
+    app = web.Application()
+    app.router.add_static("/", PAGE_DIR)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/index.html"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def context(tmp_path: Path) -> AsyncIterator[BrowserContext]:
+    profile = tmp_path / "chromium-profile"  # a fresh user-data-dir per test
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+@pytest.fixture
+async def browser(sfu: LocalSFU, page_url: str, context: BrowserContext) -> AsyncIterator[Browser]:
+    # Argument order = set-up order: Chromium is closed before the SFU stops.
+    page = context.pages[0] if context.pages else await context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    await page.goto(page_url)
+    await page.wait_for_function("() => window.sfu !== undefined")
+    driver = Browser(page, sfu, console)
+    try:
+        yield driver
+    finally:
+        await driver.dump_logs()
+
+
+# -- the page driver -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudioCheck:
+    packets: int
+    energy: float
+    level: float
+    samples: int
+    concealed: int
+
+
+class Browser:
+    """Drives `window.sfu` in the page: one SfuSession per name."""
+
+    def __init__(self, page: Page, sfu: LocalSFU, console: list[str]) -> None:
+        self.page = page
+        self.sfu = sfu
+        self.console = console
+        self.session_ids: dict[str, str] = {}
+
+    async def js(self, body: str, arg: Any = None) -> Any:
+        return await self.page.evaluate(f"async (arg) => {{ {body} }}", arg)
+
+    async def open(self, name: str) -> str:
+        session_id = await self.js(
+            "const s = new sfu.SfuSession(...arg.cfg); sfu.sessions[arg.name] = s; return await s.open();",
+            {"name": name, "cfg": [self.sfu.base_url, self.sfu.app_id, self.sfu.app_secret]},
+        )
+        self.session_ids[name] = session_id
+        return session_id
+
+    async def push_microphone(self, name: str, track_names: list[str]) -> list[str]:
+        """Push `len(track_names)` fake-microphone tracks in one offer; returns their mids."""
+        out = await self.js(
+            """
+            const s = sfu.sessions[arg.name];
+            const tracks = await sfu.microphone(arg.names.length);
+            const { result, mids } = await s.push(tracks.map((track, i) => ({ track, name: arg.names[i] })));
+            return { result, mids };
+            """,
+            {"name": name, "names": track_names},
+        )
+        result = out["result"]
+        assert result["requiresImmediateRenegotiation"] is False
+        assert [t.get("errorCode") for t in result["tracks"]] == [None] * len(track_names), result
+        assert [t["trackName"] for t in result["tracks"]] == track_names
+        assert [t["mid"] for t in result["tracks"]] == out["mids"]
+        return out["mids"]
+
+    async def pull(self, name: str, items: list[tuple[str, str]]) -> list[str]:
+        """Pull (sessionId, trackName) items, retrying while the publisher isn't sending yet."""
+        deadline = time.monotonic() + PUSH_RETRY_S
+        body = [{"sessionId": sid, "trackName": track} for sid, track in items]
+        while True:
+            result = await self.js("return await sfu.sessions[arg.name].pull(arg.items);",
+                                   {"name": name, "items": body})
+            errors = [t.get("errorCode") for t in result["tracks"]]
+            if errors == [None] * len(items):
+                assert result["requiresImmediateRenegotiation"] is True
+                assert result["sessionDescription"]["type"] == "offer"
+                return [t["mid"] for t in result["tracks"]]
+            assert set(errors) <= {None, "not_found_track_error"}, result
+            assert not result["requiresImmediateRenegotiation"], "partial pulls are not retried here"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"publisher never started sending: {result}")
+            await asyncio.sleep(0.1)
+
+    async def close(self, name: str, mids: list[str]) -> tuple[int, dict[str, Any]]:
+        out = await self.js("return await sfu.sessions[arg.name].close(arg.mids);",
+                            {"name": name, "mids": mids})
+        return out["status"], out["json"]
+
+    async def stats(self, name: str) -> dict[str, Any]:
+        return await self.js("return await sfu.sessions[arg.name].stats();", {"name": name})
+
+    async def state(self, name: str) -> dict[str, Any]:
+        return await self.js("return await sfu.sessions[arg.name].state();", {"name": name})
+
+    async def hears(self, name: str, mid: str, window_s: float = AUDIO_WINDOW_S) -> AudioCheck:
+        """Audio arrives on `mid` of session `name`: packets, energy, little concealment."""
+        before = await self._inbound(name, mid, wait=True)
+        await asyncio.sleep(window_s)
+        after = await self._inbound(name, mid)
+        check = AudioCheck(
+            packets=after["packetsReceived"] - before["packetsReceived"],
+            energy=after["totalAudioEnergy"] - before["totalAudioEnergy"],
+            level=after["audioLevel"],
+            samples=after["totalSamplesReceived"] - before["totalSamplesReceived"],
+            concealed=after["concealedSamples"] - before["concealedSamples"],
+        )
+        print(f"audio on {name}/{mid}: {check}")
+        assert check.packets >= MIN_PACKETS_PER_WINDOW * window_s / AUDIO_WINDOW_S, check
+        assert check.energy > 0, check
+        assert check.samples > 0, check
+        assert check.concealed <= MAX_CONCEALED_RATIO * check.samples, check
+        return check
+
+    async def _inbound(self, name: str, mid: str, wait: bool = False) -> dict[str, Any]:
+        deadline = time.monotonic() + (10.0 if wait else 0.0)
+        while True:
+            stats = await self.stats(name)
+            inbound = stats["inbound"].get(mid)
+            if inbound and inbound.get("packetsReceived") and inbound.get("totalSamplesReceived"):
+                return inbound
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no inbound audio on mid {mid}: {stats}")
+            await asyncio.sleep(0.1)
+
+    async def assert_loopback_pair(self, name: str) -> dict[str, Any]:
+        stats = await self.stats(name)
+        pair = stats["pair"]
+        print(f"selected pair on {name}: {pair}")
+        assert pair is not None, stats
+        assert pair["local"]["address"] == "127.0.0.1", pair
+        assert pair["remote"]["address"] == "127.0.0.1", pair
+        # No interface address was gathered or signalled: Chrome's only local candidates are
+        # its wildcard sockets and the peer-reflexive 127.0.0.1 the SFU saw.
+        gathered = await self.js("return sfu.sessions[arg].localCandidates;", name)
+        addresses = [c.split()[4] for c in gathered] + [
+            c.split()[1].rsplit(":", 1)[0] for c in stats["candidates"] if c.startswith("local")]
+        assert all(_loopback_or_unspecified(a) for a in addresses), (gathered, stats["candidates"])
+        return pair
+
+    async def dump_logs(self) -> None:
+        """Print the page's console and API calls (pytest shows them for failed tests)."""
+        try:
+            logs = await self.js(
+                "return Object.fromEntries(Object.entries(sfu.sessions).map(([k, s]) => [k, s.log]));"
+            )
+        except Exception as exc:  # the page may be gone already
+            print("no page logs:", exc)
+            return
+        print("page console:", *self.console, sep="\n  ")
+        for name, calls in logs.items():
+            for call in calls:
+                if isinstance(call, dict):
+                    body = call.get("json") or {}
+                    if "sessionDescription" in body:
+                        body["sessionDescription"]["sdp"] = _sdp_outline(
+                            body["sessionDescription"]["sdp"])
+                print(f"{name}: {json.dumps(call)}")
+
+
+def _loopback_or_unspecified(address: str) -> bool:
+    ip = ipaddress.ip_address(address.strip("[]"))
+    return ip.is_loopback or ip.is_unspecified
+
+
+def _sdp_outline(sdp: str) -> list[str]:
+    """The lines of an SDP that tell what was negotiated (m-lines, mids, BUNDLE, direction)."""
+    keep = ("m=", "a=mid:", "a=group:", "a=sendonly", "a=recvonly", "a=sendrecv", "a=inactive",
+            "a=extmap:", "a=rtpmap:")
+    return [line for line in sdp.splitlines() if line.startswith(keep)]
+
+
+# -- aiortc helpers --------------------------------------------------------------------------
+
+
+async def aiortc_pull(client: Client, items: list[tuple[str, str]]) -> dict[str, Any]:
+    deadline = time.monotonic() + PUSH_RETRY_S
+    while True:
+        result = await client.pull(items)
+        if all("errorCode" not in t for t in result["tracks"]):
+            return result
+        assert all(t.get("errorCode") in (None, "not_found_track_error") for t in result["tracks"])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"publisher never started sending: {result}")
+        await asyncio.sleep(0.1)
+
+
+async def decoded_levels(client: Client, count: int, seconds: float = 3.0) -> list[float]:
+    """rms dBFS of `seconds` of decoded audio on each of the client's first `count` tracks.
+
+    Chrome's fake microphone beeps for ~100 ms every second, so 3 s always hold beeps.
+    """
+    tracks = [await asyncio.wait_for(client.tracks.get(), 5) for _ in range(count)]
+    pcms = await asyncio.wait_for(asyncio.gather(*(collect_pcm(t, seconds) for t in tracks)), 15)
+    return [rms_dbfs(np.asarray(pcm)) for pcm in pcms]
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+async def test_chrome_pushes_microphone_to_aiortc(browser: Browser, api: Api) -> None:
+    session_id = await browser.open("a")
+    [mid] = await browser.push_microphone("a", ["mic"])
+    assert mid == "0"
+    subscriber = Client(api)
+    try:
+        await subscriber.open()
+        await aiortc_pull(subscriber, [(session_id, "mic")])
+        [level] = await decoded_levels(subscriber, 1)
+        print(f"decoded level {level:.1f} dBFS")
+        assert level > -40, level
+        stats = await browser.stats("a")
+        assert stats["outbound"][mid]["packetsSent"] > 50, stats
+        await browser.assert_loopback_pair("a")
+    finally:
+        await subscriber.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("chrome_pushes_first", [True, False], ids=["after-push", "pull-only"])
+async def test_chrome_pulls_closes_and_repulls(
+    browser: Browser, api: Api, chrome_pushes_first: bool
+) -> None:
+    publisher = Client(api)
+    try:
+        await publisher.open()
+        await publisher.push(ToneTrack(440), "tone")
+        await browser.open("a")
+        if chrome_pushes_first:
+            # Chrome offered first: the SFU's pull offers must keep Chrome's opus payload
+            # type and header-extension ids (DESIGN.md §4b.1).
+            await browser.push_microphone("a", ["mic"])
+        [mid] = await browser.pull("a", [(publisher.session_id, "tone")])
+        first = await browser.hears("a", mid)
+        assert first.level > 0.05, first  # 0.3 of full scale sent
+
+        status, body = await browser.close("a", [mid])
+        assert status == 200, body
+        assert [(t["mid"], t["trackName"], t.get("errorCode")) for t in body["tracks"]] == [
+            (mid, "tone", None)]
+        assert body["sessionDescription"]["type"] == "answer"
+        state = await browser.state("a")
+        assert {"location": "remote", "mid": mid, "trackName": "tone",
+                "sessionId": publisher.session_id, "status": "inactive"} in state["tracks"]
+
+        [again] = await browser.pull("a", [(publisher.session_id, "tone")])
+        assert again != mid
+        await browser.hears("a", again)
+        stats = await browser.stats("a")
+        assert stats["connectionState"] == "connected"
+        await browser.assert_loopback_pair("a")
+
+        if not chrome_pushes_first:
+            # Now Chrome offers on a session whose numbering the SFU's offers set.
+            [pushed] = await browser.push_microphone("a", ["mic"])
+            assert pushed not in (mid, again)
+            subscriber = Client(api)
+            try:
+                await subscriber.open()
+                await aiortc_pull(subscriber, [(browser.session_ids["a"], "mic")])
+                [level] = await decoded_levels(subscriber, 1)
+                assert level > -40, level
+            finally:
+                await subscriber.close()
+            await browser.hears("a", again)
+    finally:
+        await publisher.close()
+
+
+@pytest.mark.timeout(90)
+async def test_chrome_pushes_two_tracks_in_one_offer(browser: Browser, api: Api) -> None:
+    session_id = await browser.open("a")
+    mids = await browser.push_microphone("a", ["mic-1", "mic-2"])
+    assert len(set(mids)) == 2
+    subscriber = Client(api)
+    try:
+        await subscriber.open()
+        result = await aiortc_pull(subscriber, [(session_id, "mic-1"), (session_id, "mic-2")])
+        assert [t["trackName"] for t in result["tracks"]] == ["mic-1", "mic-2"]
+        levels = await decoded_levels(subscriber, 2)
+        print(f"decoded levels {levels} dBFS")
+        assert all(level > -40 for level in levels), levels
+        # Both tracks carry the same (cloned) beep, so tell them apart by their streams:
+        # two SSRCs sent by Chrome, and packets counted on both publications by the SFU.
+        outbound = (await browser.stats("a"))["outbound"]
+        assert len({outbound[mid]["ssrc"] for mid in mids}) == 2, outbound
+        assert all(outbound[mid]["packetsSent"] > 50 for mid in mids), outbound
+        for name in ("mic-1", "mic-2"):
+            publication = browser.sfu.registry.lookup(session_id, name)
+            assert publication is not None and publication.packets > 50, name
+        await browser.assert_loopback_pair("a")
+    finally:
+        await subscriber.close()
+
+
+@pytest.mark.timeout(90)
+async def test_chrome_pulls_its_own_track(browser: Browser) -> None:
+    session_id = await browser.open("echo")
+    [pushed] = await browser.push_microphone("echo", ["mic"])
+    [pulled] = await browser.pull("echo", [(session_id, "mic")])
+    assert pulled != pushed
+    await browser.hears("echo", pulled, window_s=3.0)
+    await browser.assert_loopback_pair("echo")
+
+
+@pytest.mark.timeout(90)
+async def test_chrome_closes_pushed_tracks(browser: Browser, api: Api) -> None:
+    session_id = await browser.open("a")
+    first, second = await browser.push_microphone("a", ["mic-1", "mic-2"])
+    subscriber = Client(api)
+    third_subscriber = Client(api)
+    tone = Client(api)
+    try:
+        await subscriber.open()
+        await aiortc_pull(subscriber, [(session_id, "mic-1")])
+
+        # Closing a pushed track that is not the BUNDLE tag works...
+        status, body = await browser.close("a", [second])
+        assert status == 200, body
+        assert body["tracks"] == [{"mid": second, "trackName": "mic-2"}]
+        state = await browser.state("a")
+        assert {t["trackName"]: t["status"] for t in state["tracks"]} == {
+            "mic-1": "active", "mic-2": "inactive"}
+        # ...and the session stays usable: the first track still flows, a new push may
+        # recycle the closed m-line (DESIGN.md §4b.5), and a pull works.
+        [level] = await decoded_levels(subscriber, 1)
+        assert level > -40, level
+        [third] = await browser.push_microphone("a", ["mic-3"])
+        print(f"mids: first={first} second={second} third={third}")
+        await third_subscriber.open()
+        await aiortc_pull(third_subscriber, [(session_id, "mic-3")])
+        [level] = await decoded_levels(third_subscriber, 1)
+        assert level > -40, level
+        await tone.open()
+        await tone.push(ToneTrack(440), "tone")
+        [mid] = await browser.pull("a", [(tone.session_id, "tone")])
+        await browser.hears("a", mid)
+        await browser.assert_loopback_pair("a")
+
+        # Closing the BUNDLE tag would move Chrome to a new transport (DESIGN.md §4b.3): the
+        # SFU says at once that the session is gone.
+        started = time.monotonic()
+        status, body = await browser.close("a", [first])
+        elapsed = time.monotonic() - started
+        print(f"closing the BUNDLE tag: {status} after {elapsed:.3f} s")
+        assert status == 410, body
+        assert body["errorCode"] == "session_error", body
+        assert elapsed < 2.0, elapsed
+        gone = await api.call("GET", f"/sessions/{session_id}")
+        assert gone.status_code == 410, gone.text
+    finally:
+        await subscriber.close()
+        await third_subscriber.close()
+        await tone.close()
