@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml scripts/find-python
 venv: $(VENV)/.installed
 
 run: venv
-	$(PY) -m media.sfu
+	$(PY) -m bot
 
 test: venv
 	scripts/ensure-chromium

@@ -1,0 +1,6 @@
+"""Slash-command cogs: one per feature."""
+
+from .bridge_admin import BridgeAdmin
+from .voice_session import VoiceSession
+
+__all__ = ["BridgeAdmin", "VoiceSession"]

@@ -1,0 +1,176 @@
+"""The composition root: builds every part of the service from the settings, runs them, and
+shuts them down in order (voice first, then Realtime sessions, then the servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+import aiohttp
+import discord
+
+from media.ice import pin_host_addresses
+from media.peer import PeerConfig
+from media.realtime import RealtimeClient
+from media.rooms import InMemoryDirectory
+from media.sfu import LocalSFU, SfuConfig
+
+from .bridges import BridgeManager, LinkFactory
+from .client import SwitchboardBot
+from .config import Settings, describe_missing_token
+from .http import HealthServer
+from .metrics import Metrics
+from .store import MappingStore
+
+__all__ = ["Service", "SHUTDOWN_BUDGET_S"]
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_BUDGET_S = 9.0
+"""SIGTERM to exit stays under the 10 s most process managers wait before SIGKILL."""
+DEV_SFU_SECRET = "local-dev-secret"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        link_factory: LinkFactory,
+        metrics: Metrics | None = None,
+        connector_factory: Callable[[], aiohttp.BaseConnector] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.directory = InMemoryDirectory()
+        self.sfu: LocalSFU | None = None
+        self.realtime: RealtimeClient | None = None
+        self.store: MappingStore | None = None
+        self.http: HealthServer | None = None
+        self.bridges: BridgeManager | None = None
+        self.bot: SwitchboardBot | None = None
+        self._link_factory = link_factory
+        self._connector_factory = connector_factory
+        self._bot_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    # -- readiness -------------------------------------------------------------------------
+
+    def _discord_ready(self) -> str | None:
+        if self.settings.discord.token is None:
+            return "DISCORD_TOKEN is not set"
+        if self.bot is None or not self.bot.is_ready():
+            return "not connected to Discord yet"
+        return None
+
+    def _store_ready(self) -> str | None:
+        return None if self.store is not None else "mapping store not open"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.backend == "local":
+            # load_settings already refused a non-loopback SFU without its own secret.
+            secret = s.sfu.app_secret.get_secret_value() if s.sfu.app_secret else None
+            loopback = s.sfu.host in LOOPBACK
+            if loopback:
+                pin_host_addresses(["127.0.0.1"])
+            self.sfu = LocalSFU(
+                SfuConfig(
+                    host=s.sfu.host,
+                    port=s.sfu.port,
+                    apps={s.sfu.app_id: secret or DEV_SFU_SECRET},
+                    ice_addresses=("127.0.0.1",) if loopback else None,
+                )
+            )
+            await self.sfu.start()
+            self.realtime = RealtimeClient(self.sfu.base_url, self.sfu.app_id, self.sfu.app_secret)
+        else:
+            assert s.realtime.app_id is not None and s.realtime.app_secret is not None
+            self.realtime = RealtimeClient(
+                s.realtime.base_url, s.realtime.app_id, s.realtime.app_secret.get_secret_value()
+            )
+        self.store = await MappingStore.open(s.store.path)
+        loaded = await self.store.load_static(s.bridges)
+        logger.info("static bridges loaded %s", loaded)
+        self.bridges = BridgeManager(
+            self.realtime, self.directory, self._link_factory, self.metrics, PeerConfig()
+        )
+        self.http = HealthServer(
+            s.http.host,
+            s.http.port,
+            self.metrics,
+            {"store": self._store_ready, "discord": self._discord_ready},
+        )
+        await self.http.start()
+        if s.discord.token is None:
+            logger.warning("%s", describe_missing_token())
+            return
+        self.bot = SwitchboardBot(
+            store=self.store,
+            bridges=self.bridges,
+            directory=self.directory,
+            auto_leave_delay_s=s.discord.auto_leave_delay_s,
+            dev_guild_id=s.discord.dev_guild_id,
+            sync_globally=s.discord.sync_globally,
+            connector=self._connector_factory() if self._connector_factory else None,
+        )
+        self._bot_task = asyncio.create_task(self._run_bot(s.discord.token.get_secret_value()), name="discord")
+
+    async def _run_bot(self, token: str) -> None:
+        assert self.bot is not None
+        try:
+            await self.bot.start(token)
+        except discord.LoginFailure:
+            logger.error(
+                "Discord rejected DISCORD_TOKEN (login failed): reset the token in the Developer "
+                "Portal and set the new one"
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("discord client stopped")
+
+    async def stop(self) -> None:
+        """Leave voice channels, close Realtime sessions, stop servers: all within budget."""
+        try:
+            await asyncio.wait_for(self._stop(), SHUTDOWN_BUDGET_S)
+        except TimeoutError:
+            logger.error("shutdown exceeded %.0f s; exiting anyway", SHUTDOWN_BUDGET_S)
+
+    async def _stop(self) -> None:
+        if self.bridges is not None:
+            await self.bridges.stop_all("shutdown")
+        if self.bot is not None:
+            await self.bot.close()
+        if self._bot_task is not None:
+            self._bot_task.cancel()
+            await asyncio.gather(self._bot_task, return_exceptions=True)
+        if self.http is not None:
+            await self.http.stop()
+        if self.realtime is not None:
+            await self.realtime.aclose()
+        if self.store is not None:
+            await self.store.close()
+        if self.sfu is not None:
+            await self.sfu.stop()
+        logger.info("service stopped")
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            await self.start()
+            await self._stopping.wait()
+            logger.info("signal received: shutting down")
+        finally:
+            with contextlib.suppress(Exception):
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            await self.stop()

@@ -1,0 +1,28 @@
+"""The Discord voice plane: one voice channel <-> one `media.bridge.Bridge`.
+
+    vc = await channel.connect(cls=voice_recv.VoiceRecvClient)
+    link = VoiceLink(vc, bridge, guild_id, counters)
+    await link.start()      # the link owns the connection from here: rejoins, moves back
+    ...
+    await link.stop()       # and disconnects
+
+`VoiceReceiver` (voice_recv sink + DAVE decrypt) and `BridgeSource` (the never-ending Opus
+source) are the two halves; `VoiceCounters` is what they count.
+"""
+
+from .counters import VoiceCounters
+from .link import VoiceLink, VoiceLinkState, track_name
+from .opus_loader import find_libopus, load_opus
+from .receive import VoiceReceiver
+from .send import BridgeSource
+
+__all__ = [
+    "BridgeSource",
+    "VoiceCounters",
+    "VoiceLink",
+    "VoiceLinkState",
+    "VoiceReceiver",
+    "find_libopus",
+    "load_opus",
+    "track_name",
+]

@@ -1,0 +1,59 @@
+"""`VoiceCounters`: what the Discord voice plane counts, one object per link.
+
+Plain integers, so the voice code has no metrics dependency; the service's metrics module can
+export them (e.g. a Prometheus collector reading the fields on scrape, labelled by guild).
+Each field has exactly one writer thread (noted per group), so no lock is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["VoiceCounters"]
+
+
+@dataclass(slots=True)
+class VoiceCounters:
+    # Receive: the event loop (gap fillers: voice_recv's router thread).
+    frames_received: int = 0
+    """Transport-decrypted Opus frames voice_recv handed over (gap fillers excluded)."""
+    gap_fillers: int = 0
+    """voice_recv's stand-ins for missing packets (opus == b""): ignored."""
+    frames_forwarded: int = 0
+    """Frames pushed into the bridge (each Discord user is one bridge input)."""
+    silence_frames: int = 0
+    """Opus silence frames (F8 FF FE) received and passed through as is."""
+    dave_decrypted: int = 0
+    dave_failures: int = 0
+    """Frames DAVE refused to decrypt (tampered, replayed, unknown sender): replaced by silence."""
+    dave_not_ready: int = 0
+    """DAVE frames that arrived while our DAVE session had no group yet: replaced by silence."""
+    unmapped_buffered: int = 0
+    """Frames held because their SSRC was not yet mapped to a user (SPEAKING not seen)."""
+    unmapped_flushed: int = 0
+    """Held frames delivered once the mapping arrived."""
+    unmapped_dropped: int = 0
+    """Held frames dropped: too old, or too many unknown SSRCs."""
+    departed_dropped: int = 0
+    """Frames from a user who had already left the channel (in flight at the leave)."""
+    own_dropped: int = 0
+    """Frames attributed to the bot's own user (never forwarded)."""
+    # Send: Discord's player thread.
+    frames_sent: int = 0
+    """Encoded Opus frames of the room's mix handed to discord.py."""
+    silence_sent: int = 0
+    """Silence frames sent while the room was quiet (keeps the RTP clock running)."""
+    send_errors: int = 0
+    """Mix or encode failures: a silence frame was sent instead."""
+    # Link: the event loop.
+    reconnects: int = 0
+    """Rejoins after the voice connection was lost (kick, failed reconnect, dead websocket)."""
+    reconnect_failures: int = 0
+    moves_reverted: int = 0
+    """Times the bot was found in another channel and moved back to its bridged channel."""
+    player_restarts: int = 0
+    listener_restarts: int = 0
+    speakers_removed: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)
