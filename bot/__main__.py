@@ -6,6 +6,8 @@ import asyncio
 import logging
 import sys
 
+import stamina
+
 from .config import ConfigError, load_settings
 from .service import Service
 from .voice import VoiceLink
@@ -22,6 +24,8 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("discord.ext.voice_recv").setLevel(logging.WARNING)
+    # The Realtime client logs its own retries with context; stamina's bare lines are noise.
+    stamina.instrumentation.set_on_retry_hooks([])
     service = Service(settings, link_factory=VoiceLink)
     asyncio.run(service.run_until_signalled())
 

@@ -24,6 +24,7 @@ from media.realtime import RealtimeClient
 from media.rooms import MemberKind, RoomDirectory
 
 from .metrics import Metrics
+from .voice import VoiceCounters
 
 __all__ = ["ActiveBridge", "AlreadyBridged", "BridgeManager", "VoiceLinkLike"]
 
@@ -37,6 +38,10 @@ class VoiceLinkLike(Protocol):
 
     @property
     def voice_client(self) -> voice_recv.VoiceRecvClient: ...
+    @property
+    def counters(self) -> VoiceCounters: ...
+    @property
+    def speakers(self) -> dict[int, str]: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -86,6 +91,9 @@ class BridgeManager:
         self._peer_config = peer_config or PeerConfig()
         self._active: dict[int, ActiveBridge] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        metrics.watch_voice(
+            lambda: [(a.link.counters, len(a.link.speakers)) for a in self._active.values()]
+        )
 
     def _lock(self, guild_id: int) -> asyncio.Lock:
         return self._locks.setdefault(guild_id, asyncio.Lock())
@@ -143,6 +151,7 @@ class BridgeManager:
                 await active.link.stop()
             finally:
                 await active.bridge.stop()
+                self._metrics.retire_voice(active.link.counters)
             logger.info(
                 "bridge down guild=%s channel=%s room=%s reason=%s",
                 guild_id, active.channel_id, active.room, reason,

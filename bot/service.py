@@ -89,11 +89,19 @@ class Service:
                 )
             )
             await self.sfu.start()
-            self.realtime = RealtimeClient(self.sfu.base_url, self.sfu.app_id, self.sfu.app_secret)
+            self.realtime = RealtimeClient(
+                self.sfu.base_url,
+                self.sfu.app_id,
+                self.sfu.app_secret,
+                on_error=self.metrics.realtime_error,
+            )
         else:
             assert s.realtime.app_id is not None and s.realtime.app_secret is not None
             self.realtime = RealtimeClient(
-                s.realtime.base_url, s.realtime.app_id, s.realtime.app_secret.get_secret_value()
+                s.realtime.base_url,
+                s.realtime.app_id,
+                s.realtime.app_secret.get_secret_value(),
+                on_error=self.metrics.realtime_error,
             )
         self.store = await MappingStore.open(s.store.path)
         loaded = await self.store.load_static(s.bridges)

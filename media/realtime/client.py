@@ -35,7 +35,7 @@ from .models import (
     TrackResult,
     TracksResult,
 )
-from .rest import DEFAULT_TIMEOUT_S, RestApi
+from .rest import DEFAULT_TIMEOUT_S, ErrorObserver, RestApi
 from .retry import RetryPolicy, retry_attempts
 
 __all__ = [
@@ -80,6 +80,7 @@ class RealtimeClient:
         retry: RetryPolicy | None = None,
         track_retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_error: ErrorObserver | None = None,
     ) -> None:
         if not app_id or not app_secret:
             raise ValueError("app_id and app_secret are required")
@@ -91,6 +92,7 @@ class RealtimeClient:
             timeout_s=timeout_s,
             retry=retry or RetryPolicy(),
             transport=transport,
+            on_error=on_error,
         )
         self._track_retry = track_retry or DEFAULT_TRACK_RETRY
         self._locks = SessionLocks()
@@ -354,6 +356,8 @@ class RealtimeClient:
         )
         result = _decode(TracksResult.from_json, payload, op)
         for failed in result.failed:
+            if failed.error is not None:
+                self._api.observe(failed.error)
             log.info(
                 "realtime item error op=%s session_id=%s track_name=%s error_code=%s",
                 op,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -18,7 +18,10 @@ import httpx
 from .errors import PeerNotReady, RealtimeError, TransientError, error_from_response
 from .retry import RetryPolicy, retry_attempts
 
-__all__ = ["RestApi"]
+__all__ = ["ErrorObserver", "RestApi"]
+
+ErrorObserver = Callable[[RealtimeError], None]
+"""Sees every error the API answers (request-level and per item), e.g. to count by code."""
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,11 @@ class RestApi:
         timeout_s: float,
         retry: RetryPolicy,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_error: ErrorObserver | None = None,
     ) -> None:
         self._secret = secret
         self._retry = retry
+        self.on_error = on_error
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
@@ -106,9 +111,9 @@ class RestApi:
                 session_id,
                 type(exc).__name__,
             )
-            raise TransientError(
-                f"{op} failed: {type(exc).__name__}: {self._scrub(str(exc))}"
-            ) from exc
+            transient = TransientError(f"{op} failed: {type(exc).__name__}: {self._scrub(str(exc))}")
+            self.observe(transient)
+            raise transient from exc
 
         text = response.text
         payload = _json_object(text)
@@ -140,7 +145,15 @@ class RestApi:
             response.status_code,
             error.error_code,
         )
+        self.observe(error)
         raise error
+
+    def observe(self, error: RealtimeError) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(error)
+            except Exception:
+                log.exception("realtime error observer failed")
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, REDACTED) if self._secret else text

@@ -92,6 +92,9 @@ async def test_link_then_join_bridges_the_channel(world):
         assert active.voice.is_connected()
         members = await service.directory.members("lobby")
         assert [m.member_id for m in members] == [f"discord:{guild.id}:{lounge.id}"]
+        exported = service.metrics.render().decode()
+        assert "switchboard_bridges 1.0" in exported
+        assert "switchboard_discord_frames_sent_total" in exported
         status = await fake.send_interaction(guild, text, alice, "status")
         assert "Room **lobby**" in await status.final_text()
         left = await fake.send_interaction(guild, text, alice, "leave")
