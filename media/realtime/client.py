@@ -260,7 +260,12 @@ class RealtimeClient:
         op = "datachannels/establish"
         async with self._locks.hold(session_id):
             payload = await self._api.request(
-                "POST", _session_path(session_id, op), op=op, session_id=session_id, body=body
+                "POST",
+                _session_path(session_id, op),
+                op=op,
+                session_id=session_id,
+                body=body,
+                creates=True,
             )
             result = _decode(DataChannelTransportResult.from_json, payload, op)
             if await self._answer_offer(session_id, result.session_description, on_offer):
@@ -352,7 +357,12 @@ class RealtimeClient:
         on_offer: OfferHandler | None,
     ) -> TracksResult:
         payload = await self._api.request(
-            method, _session_path(session_id, op), op=op, session_id=session_id, body=body
+            method,
+            _session_path(session_id, op),
+            op=op,
+            session_id=session_id,
+            body=body,
+            creates=op == "tracks/new",
         )
         result = _decode(TracksResult.from_json, payload, op)
         for failed in result.failed:
@@ -397,7 +407,12 @@ class RealtimeClient:
     ) -> DataChannelsResult:
         async with self._locks.hold(session_id):
             payload = await self._api.request(
-                method, _session_path(session_id, op), op=op, session_id=session_id, body=body
+                method,
+                _session_path(session_id, op),
+                op=op,
+                session_id=session_id,
+                body=body,
+                creates=op == "datachannels/new",
             )
         return _decode(DataChannelsResult.from_json, payload, op)
 

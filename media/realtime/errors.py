@@ -68,7 +68,13 @@ class PeerNotReady(RealtimeError):
 
 
 class TransientError(RealtimeError):
-    """5xx or a transport failure (no response); retried with backoff."""
+    """5xx or a transport failure (no response); retried with backoff.
+
+    `sent` is False when the request provably never reached the server (the connection
+    could not be made): only then is it safe to repeat a request that creates something.
+    """
+
+    sent: bool = True
 
 
 class RealtimeItemError(RealtimeError):

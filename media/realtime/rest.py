@@ -30,8 +30,23 @@ SNIPPET_CHARS = 200
 REDACTED = "[redacted]"
 
 
+RETRY_SAFE_CODES = frozenset({"retryable_transient_error", "temporarily_unavailable_error"})
+"""5xx codes Cloudflare documents as "nothing happened, try again"."""
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, TransientError | PeerNotReady)
+
+
+def _retryable_creation(exc: BaseException) -> bool:
+    # A create that timed out or failed with internal_error may have happened: repeating it
+    # could publish twice. Cloudflare asks to reconcile first, so only the provably
+    # unapplied failures are retried here.
+    if isinstance(exc, PeerNotReady):
+        return True
+    if isinstance(exc, TransientError):
+        return not exc.sent or exc.error_code in RETRY_SAFE_CODES
+    return False
 
 
 class RestApi:
@@ -71,10 +86,12 @@ class RestApi:
         session_id: str | None = None,
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
+        creates: bool = False,
     ) -> dict[str, Any]:
         """Send with retries; return the JSON object of a 2xx response ({} for no body).
 
         `path` is relative to the base URL; `op` names the operation in logs and errors.
+        `creates` marks a request whose repetition could create something twice.
         """
 
         def log_retry(exc: BaseException, retry_number: int, delay_s: float) -> None:
@@ -88,7 +105,8 @@ class RestApi:
                 delay_s,
             )
 
-        async for attempt in retry_attempts(self._retry, _retryable, log_retry):
+        should_retry = _retryable_creation if creates else _retryable
+        async for attempt in retry_attempts(self._retry, should_retry, log_retry):
             with attempt:
                 return await self._send(method, path, op, session_id, body, params)
         raise AssertionError("unreachable: stamina re-raises the last error")
@@ -112,6 +130,7 @@ class RestApi:
                 type(exc).__name__,
             )
             transient = TransientError(f"{op} failed: {type(exc).__name__}: {self._scrub(str(exc))}")
+            transient.sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             self.observe(transient)
             raise transient from exc
 

@@ -914,3 +914,31 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_create_that_may_have_happened_is_not_repeated(
+    cf: FakeCloudflare, client: RealtimeClient
+) -> None:
+    # internal_error on tracks/new may have published the track: no blind retry.
+    cf.script(
+        "POST",
+        f"{APP}/sessions/s1/tracks/new",
+        Reply(500, {"errorCode": "internal_error", "errorDescription": "maybe"}),
+        Reply(200, {"tracks": [{"mid": "0", "trackName": "mic"}]}),
+    )
+    with pytest.raises(TransientError) as raised:
+        await client.new_tracks("s1", [TrackRequest.push("mic", "0")], OFFER)
+    assert raised.value.error_code == "internal_error"
+    assert len(cf.requests) == 1
+
+
+async def test_a_create_that_never_connected_is_retried(closed_port: int, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="media.realtime")
+    async with RealtimeClient(
+        f"http://127.0.0.1:{closed_port}/v1", "app", "secret", retry=FAST
+    ) as unreachable:
+        with pytest.raises(TransientError) as raised:
+            await unreachable.new_tracks("s1", [TrackRequest.push("mic", "0")], OFFER)
+    assert raised.value.sent is False
+    retries = [r for r in caplog.records if "realtime retry op=tracks/new" in r.getMessage()]
+    assert len(retries) == FAST.attempts - 1
