@@ -4,8 +4,13 @@ The caller pushes packets as they are made (a Discord speaker, a test generator)
 connection gets its own `track()` reading from the same source, so a connection rebuilt after
 a failure keeps sending what the caller keeps pushing. Packets carry their own RTP
 timestamps: a gap in them (DTX, a speaker pausing) becomes a gap in the sent timestamps, as
-Opus receivers expect. Bursts are paced out at their timestamps' rate from a wall-clock
-anchor, re-anchored after a pause so a late packet is never held back.
+Opus receivers expect.
+
+Pacing is anchored on *push* times: a packet is due at the anchor's push time plus its
+timestamp distance from the anchor. A burst pushed at once leaves at its timestamps' rate; a
+packet already due (the sender task woke late, the loop stalled) leaves at once, so a backlog
+drains instead of becoming standing delay; a producer slower than its timestamps (a pause
+without a timestamp gap, clock drift) moves the anchor to its own push time.
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ logger = logging.getLogger(__name__)
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE_HZ)
 SOURCE_QUEUE_PACKETS = 25
 """At most 500 ms waits to be sent; older packets are dropped (and counted)."""
-REANCHOR_AFTER_S = 0.2
-"""A packet due further in the past than this restarts pacing from now."""
+MAX_EARLY_S = 1.0
+"""A packet due further ahead than this (a timestamp jump or restart) re-anchors pacing."""
 
 
 class OpusSource:
     def __init__(self, name: str = "") -> None:
         self.name = name
-        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, int, float]] = collections.deque()
         self._ready = asyncio.Event()
         self._next_timestamp = 0
         self._track: OpusSourceTrack | None = None
@@ -51,7 +56,7 @@ class OpusSource:
         if len(self._queue) >= SOURCE_QUEUE_PACKETS:
             self._queue.popleft()
             self.dropped += 1
-        self._queue.append((payload, timestamp))
+        self._queue.append((payload, timestamp, time.monotonic()))
         self.pushed += 1
         self._ready.set()
 
@@ -62,7 +67,7 @@ class OpusSource:
         self._track = OpusSourceTrack(self)
         return self._track
 
-    async def _next(self) -> tuple[bytes, int]:
+    async def _next(self) -> tuple[bytes, int, float]:
         while not self._queue:
             self._ready.clear()
             await self._ready.wait()
@@ -75,22 +80,23 @@ class OpusSourceTrack(MediaStreamTrack):
     def __init__(self, source: OpusSource) -> None:
         super().__init__()
         self._source = source
-        self._anchor: tuple[float, int] | None = None  # (monotonic s, timestamp)
+        self._anchor: tuple[float, int] | None = None  # (push time, timestamp)
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        payload, timestamp = await self._source._next()
+        payload, timestamp, pushed_at = await self._source._next()
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
         if self._anchor is None:
-            self._anchor = (now, timestamp)
+            self._anchor = (pushed_at, timestamp)
         due = self._anchor[0] + ((timestamp - self._anchor[1]) & 0xFFFFFFFF) / SAMPLE_RATE_HZ
-        if due > now + 1.0 or due < now - REANCHOR_AFTER_S:
-            self._anchor = (now, timestamp)  # a pause, a restart or a wrap: start again
-        elif due > now:
-            await asyncio.sleep(due - now)
+        if pushed_at > due or due > pushed_at + MAX_EARLY_S:
+            self._anchor = (pushed_at, timestamp)
+            due = pushed_at
+        wait = due - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         packet = av.Packet(payload)
         packet.pts = timestamp
         packet.time_base = TIME_BASE
