@@ -8,9 +8,15 @@ Delay adapts between `JITTER_MIN_MS` and `JITTER_MAX_MS`. When the buffer runs d
 playout point holds (the frame is concealed and the awaited packet stays playable), which
 is what adds delay; arrival jitter and late packets raise the target, which keeps that
 delay. After `TARGET_DECAY_AFTER_S` without such signs the target drops a frame, and depth
-that stays above target for `TRIM_AFTER_S` loses one frame (DTX gaps are shortened first,
-which costs no audio). So one lost packet costs a frame of delay for a few seconds, not for
-good (aiortc's stock buffer stays at ~300 ms after one loss).
+that stays a frame above target for `TRIM_AFTER_S` loses one frame (DTX gaps are shortened
+first, which costs no audio). Depth further above target than that is a burst, not timer
+noise: it loses a frame every `FAST_TRIM_AFTER_S`. Playout that resumes mid-stream (after
+the buffer ran dry long enough to go idle) starts at target depth, not at the oldest packet
+of the burst that ended the wait (and skips that burst's tail too, should a tick fall inside
+it: `RESUME_BURST_WINDOW_S`). And frames concealed while waiting stand in for the
+packets that turn out lost, rather than being followed by their FEC a frame late. So a
+loss or a delay spike leaves at most a frame of delay beyond target, for a few seconds, not
+for good (aiortc's stock buffer stays at ~300 ms after one loss).
 
 Every packet is assumed to carry 20 ms, as Discord and browsers send. Synchronous and
 clock-free: arrival times come from `OpusPacket.arrival` and the tick time from `pop(now)`.
@@ -36,7 +42,20 @@ JITTER_TOLERANCE_MS = 1.0
 TARGET_DECAY_AFTER_S = 2.0
 """Quiet time (no jitter needing the current target, no late packet) before it drops a frame."""
 TRIM_AFTER_S = 2.0
-"""How long depth must stay above target before one frame of excess is dropped."""
+"""How long depth must stay above target before one frame of excess is dropped.
+
+Slow on purpose: a single frame over target comes and goes with where arrivals fall
+between ticks, and each trim drops 20 ms of real audio."""
+FAST_TRIM_MIN_EXCESS_FRAMES = 2
+"""Depth this many frames above target is standing delay (the burst after a delay spike), not
+where arrivals fall between ticks: it is trimmed every `FAST_TRIM_AFTER_S`."""
+FAST_TRIM_AFTER_S = 0.2
+"""Interval between trims of a large excess. At `TRIM_AFTER_S` a 200 ms spike took ~16 s
+to drain; at this pace an excess of 8 frames goes in under 2 s, a click per 0.2 s."""
+RESUME_BURST_WINDOW_S = 0.05
+"""After playout resumes mid-stream, how long a large excess is still skipped at once rather
+than trimmed: a tick can land while the burst that ended the wait is still arriving (it took
+3.5 ms on loopback), and its tail then piles up behind the packets already playing."""
 CONCEAL_MAX_FRAMES = 3
 """Frames concealed into an empty buffer before the stream counts as idle (speaker stopped)."""
 RING_FRAMES = 64
@@ -118,6 +137,7 @@ class JitterBuffer:
         self._last_seq: int | None = None
         self._concealed = 0
         self._excess_since: float | None = None
+        self._resumed_at: float | None = None
         self._target = JITTER_START_MS // FRAME_MS
         self._target_held_at: float | None = None
         self._prev_arrival: OpusPacket | None = None
@@ -172,7 +192,7 @@ class JitterBuffer:
                 return None
             stats.plc_frames += 1
             return _PLC_FRAME
-        self._concealed = 0
+        concealed, self._concealed = self._concealed, 0
         self._trim_excess(now)
         packet = self._slots[self._play_pos % RING_FRAMES]
         if packet is not None:
@@ -181,6 +201,15 @@ class JitterBuffer:
         while (following := self._slots[(self._play_pos + ahead) % RING_FRAMES]) is None:
             ahead += 1
         if self._was_lost_before(following):
+            # The frames concealed while the buffer was dry already stood in for these lost
+            # ones: playing them again (FEC, PLC) would only push everything a frame later
+            # per concealed frame, a delay kept until a trim drops real audio.
+            replaced = min(ahead, concealed)
+            if replaced:
+                self._move_play(replaced)
+                ahead -= replaced
+                if not ahead:
+                    return self._play_packet(following)
             self._move_play(1)
             if ahead == 1:
                 stats.fec_recovered += 1
@@ -215,20 +244,38 @@ class JitterBuffer:
         return self._last_seq is None or _signed16(packet.sequence - self._last_seq) > 1
 
     def _trim_excess(self, now: float) -> None:
-        if self._newest_pos - self._play_pos + 1 <= self._target:
+        excess = self._newest_pos - self._play_pos + 1 - self._target
+        if excess <= 0:
+            self._excess_since = None
+            return
+        if (
+            excess >= FAST_TRIM_MIN_EXCESS_FRAMES
+            and self._resumed_at is not None
+            and now - self._resumed_at <= RESUME_BURST_WINDOW_S
+        ):
+            # The rest of the burst playout resumed on: one jump to target, as at the resume
+            # itself, costs the same audio as trimming it but one click instead of many.
+            for _ in range(excess):
+                self._drop_frame()
             self._excess_since = None
             return
         if self._excess_since is None:
             self._excess_since = now
             return
-        if now - self._excess_since < TRIM_AFTER_S:
+        wait_s = FAST_TRIM_AFTER_S if excess >= FAST_TRIM_MIN_EXCESS_FRAMES else TRIM_AFTER_S
+        if now - self._excess_since < wait_s:
             return
+        self._drop_frame()
+        # If depth is still over target, the next trim is due a full interval after this one.
+        self._excess_since = now
+
+    def _drop_frame(self) -> None:
+        """Give up the frame at the playout point (audio or gap) to cut a frame of delay."""
         packet = self._slots[self._play_pos % RING_FRAMES]
         if packet is not None:
             self._take(packet)
         self._move_play(1)
         self.stats.trimmed += 1
-        self._excess_since = None
 
     def _start_playout(self, now: float) -> bool:
         if not self._count:
@@ -238,6 +285,15 @@ class JitterBuffer:
         if depth < self._target and waited_ms < self._target * FRAME_MS:
             return False
         self._move_play(self._first_pos - self._play_pos)
+        if self._played_any:
+            # Resuming mid-stream after running dry: whatever piled up beyond target arrived
+            # in a burst (a delay spike, a stalled sender), and playing it all from the oldest
+            # packet would keep the whole spike as delay. Listeners already heard the gap as
+            # concealment then silence, so skip to target depth. The stream's first start
+            # keeps everything: nothing has been heard yet, and fast trim bounds the cost.
+            while self._newest_pos - self._play_pos + 1 > self._target:
+                self._drop_frame()
+            self._resumed_at = now
         self._playing = True
         self._concealed = 0
         self._excess_since = None

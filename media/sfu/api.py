@@ -115,7 +115,7 @@ async def new_session(request: web.Request) -> web.Response:
         try:
             async with session.lock:
                 answer = await session.accept_offer(description)
-        except ApiError:
+        except BaseException:  # any failure, not only ApiError: never leave a session behind
             await registry.discard(session)
             raise
         out["sessionDescription"] = answer.to_json()

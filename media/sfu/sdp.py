@@ -7,17 +7,26 @@ client sends is parsed and checked here first, and refused with 406
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiortc import sdp as aiortc_sdp
 
 from .errors import ApiError
 
-__all__ = ["parse"]
+__all__ = ["ClientSdp", "parse"]
 
 MAX_SDP_BYTES = 512 * 1024
 MAX_MEDIA_SECTIONS = 1024
 
 
-def parse(text: str, expected_type: str) -> aiortc_sdp.SessionDescription:
+@dataclass(frozen=True, slots=True)
+class ClientSdp:
+    description: aiortc_sdp.SessionDescription
+    text: str
+    """What to hand to aiortc: the client's text, or a normalized one when defaults applied."""
+
+
+def parse(text: str, expected_type: str) -> ClientSdp:
     """Parse and sanity-check client SDP before it can touch a peer connection."""
     if len(text) > MAX_SDP_BYTES:
         raise ApiError.invalid_sdp(f"session description is larger than {MAX_SDP_BYTES} bytes")
@@ -55,4 +64,16 @@ def parse(text: str, expected_type: str) -> aiortc_sdp.SessionDescription:
             "server",
         ):
             raise ApiError.invalid_sdp(f"{where}: answer must set a=setup:active or passive")
-    return description
+    bundle = next((g for g in description.group if g.semantic == "BUNDLE"), None)
+    if bundle is not None:
+        unknown = [str(mid) for mid in bundle.items if str(mid) not in mids]
+        if unknown:
+            raise ApiError.invalid_sdp(f"a=group:BUNDLE names mids with no m-line: {', '.join(unknown)}")
+    defaulted = False
+    for media in description.media:
+        if media.kind == "audio" and media.direction is None:
+            media.direction = "sendrecv"  # RFC 4566 §6: the default when none is given
+            defaulted = True
+    # aiortc reads the text itself and cannot answer a section without a direction.
+    return ClientSdp(description, str(description) if defaulted else text)
+

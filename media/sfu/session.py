@@ -241,18 +241,33 @@ class SfuSession:
                 "transport, which this SFU cannot follow: create a new session",
             )
 
+    def _check_continuity(self, offer: aiortc_sdp.SessionDescription) -> None:
+        """JSEP never removes or reorders m-lines: a later offer must start with them all."""
+        current = self.pc.remoteDescription or self.pc.localDescription
+        if current is None:
+            return
+        before = [(m.kind, m.rtp.muxId) for m in aiortc_sdp.SessionDescription.parse(current.sdp).media]
+        now = [(m.kind, m.rtp.muxId) for m in offer.media[: len(before)]]
+        if now != before:
+            raise ApiError.invalid_sdp(
+                "the offer must keep every earlier m-line, in order (reject one with port 0 instead "
+                f"of removing it): expected {before}, got {now}"
+            )
+
     async def _apply_client_offer(self, description: SessionDescription) -> aiortc_sdp.SessionDescription:
         if description.type != "offer":
             raise ApiError.invalid_sdp("sessionDescription must be an offer here")
         self._require_stable()
-        offer = sdp.parse(description.sdp, "offer")
+        client = sdp.parse(description.sdp, "offer")
+        offer = client.description
+        self._check_continuity(offer)
         try:
             self._check_bundle_tag(offer)
         except ApiError:
             await self.close()
             raise
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=description.sdp, type="offer"))
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=client.text, type="offer"))
         except Exception as exc:
             raise ApiError.invalid_sdp(f"offer rejected: {exc}") from None
         self._numbering.learn(offer)
@@ -271,11 +286,20 @@ class SfuSession:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
             shape_answer(d, offer, self._closed_mids)
 
-        answer = await self.pc.createAnswer()
-        parsed = aiortc_sdp.SessionDescription.parse(answer.sdp)
-        parsed.type = "answer"
-        shape(parsed)
-        await self.pc.setLocalDescription(RTCSessionDescription(sdp=str(parsed), type="answer"))
+        try:
+            answer = await self.pc.createAnswer()
+            parsed = aiortc_sdp.SessionDescription.parse(answer.sdp)
+            parsed.type = "answer"
+            shape(parsed)
+            await self.pc.setLocalDescription(RTCSessionDescription(sdp=str(parsed), type="answer"))
+        except Exception as exc:
+            # aiortc accepted the offer but cannot answer it, and it has no rollback: the
+            # connection is unusable, so the session ends here rather than wedge.
+            logger.warning("cannot answer offer session_id=%s error=%r", self.id, exc)
+            await self.close()
+            raise ApiError.invalid_sdp(
+                f"the offer cannot be answered ({exc!r}); this session is closed, create a new one"
+            ) from None
         self._negotiated_once = True
         return SessionDescription(type="answer", sdp=self._local_sdp(shape, "answer"))
 
@@ -486,13 +510,14 @@ class SfuSession:
             raise ApiError.invalid_sdp("renegotiate takes the answer to the SFU's offer")
         if self.pc.signalingState != "have-local-offer" or self.pc.localDescription is None:
             raise ApiError.invalid_sdp("there is no pending offer on this session to answer")
-        answer = sdp.parse(description.sdp, "answer")
+        client = sdp.parse(description.sdp, "answer")
+        answer = client.description
         offer = aiortc_sdp.SessionDescription.parse(self.pc.localDescription.sdp)
         if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in offer.media]:
             # aiortc would raise and stay in have-local-offer; refuse before touching it.
             raise ApiError.invalid_sdp("the answer's media sections do not match the offer's")
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=description.sdp, type="answer"))
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=client.text, type="answer"))
         except Exception as exc:
             raise ApiError.invalid_sdp(f"answer rejected: {exc}") from None
         self._numbering.learn(answer)
@@ -560,6 +585,10 @@ class SfuSession:
         answer: SessionDescription | None = None
         offer: SessionDescription | None = None
         if description is not None:
+            if "m=application" not in description.sdp:
+                raise ApiError.invalid_sdp(
+                    "datachannels/establish with an offer needs an m=application section in it"
+                )
             parsed = await self._apply_client_offer(description)
             answer = await self._answer(parsed)
         if self.pc.sctp is None:

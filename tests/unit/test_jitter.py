@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 
@@ -274,8 +275,112 @@ def test_one_lost_packet_does_not_leave_the_delay_raised() -> None:
     clock.run_until(5.0)
     assert jb.stats.target_ms == JITTER_MIN_MS  # a clean path earns the minimum
     out = clock.run_until(10.0)
-    assert "fec#251" in out
+    # The buffer was dry when 250 fell due: the concealment played then stands in for it,
+    # and 251 plays in its own slot (not after 250's FEC, a frame late).
+    assert out[out.index("#251") - 1] == "plc" and "fec#251" not in out
     assert jb.stats.target_ms == JITTER_MIN_MS
     assert jb.stats.depth_ms <= JITTER_MIN_MS
     assert clock.played_at[b"#499"] - 499 * FRAME_S - 0.005 <= 0.020
     assert jb.stats.late_dropped == 0
+
+
+def spiked_arrival(index: int, spike_at_s: float, spike_ms: int, *, spread: bool) -> float:
+    """Nominal arrival, except packets due during the spike all arrive when it ends.
+
+    `spread`: the burst takes 1 ms, its first 4 packets at the start, the rest at the end.
+    """
+    nominal = index * FRAME_S + 0.005
+    end_s = spike_at_s + spike_ms / 1000
+    if not spike_at_s <= nominal < end_s:
+        return nominal
+    first_held = math.ceil((spike_at_s - 0.005) / FRAME_S)
+    return end_s + (0.001 if spread and index - first_held >= 4 else 0.0)
+
+
+def play_tick_by_tick(
+    clock: Clock, end_s: float, arrivals: dict[str, float]
+) -> list[tuple[float, str, float, int]]:
+    """(tick time, label, arrival-to-play delay s, target ms) for each packet played."""
+    played = []
+    while (now := clock.tick * FRAME_S + TICK_PHASE_S) < end_s:
+        (out,) = clock.run_until(now + FRAME_S / 2)
+        if out is not None and out.startswith("#"):
+            played.append((now, out, now - arrivals[out], clock.jb.stats.target_ms))
+    return played
+
+
+@pytest.mark.parametrize(
+    ("spike_ms", "tick_inside_burst"),
+    [(80, False), (200, False), (200, True)],
+    ids=["80ms", "200ms", "200ms-tick-inside-burst"],
+)
+def test_delay_spike_does_not_leave_lasting_delay(spike_ms: int, tick_inside_burst: bool) -> None:
+    # The path holds `spike_ms` of audio, then delivers it at once, and is steady again.
+    # 200 ms runs the buffer dry long enough to go idle (playout restarts on the burst);
+    # 80 ms does not (the buffer holds, then finds itself several frames deep). A tick can
+    # also fall inside the burst: playout resumes on its first packets, the rest pile up.
+    jb = JitterBuffer()
+    clock = Clock(jb)
+    # Inside: the burst arrives at 3.2105-3.2115 s, around the tick at 3.211 s.
+    spike_at_s, count = (3.0105 if tick_inside_burst else 3.0), 350
+    arrivals = {
+        f"#{i}": spiked_arrival(i, spike_at_s, spike_ms, spread=tick_inside_burst)
+        for i in range(count)
+    }
+    clock.send(packet(i, arrivals[f"#{i}"]) for i in range(count))
+    clock.run_until(spike_at_s)
+    assert jb.stats.target_ms == JITTER_MIN_MS
+
+    played = play_tick_by_tick(clock, count * FRAME_S, arrivals)
+    settled_s = spike_at_s + spike_ms / 1000 + 1.0
+    settled = [(label, delay, target) for now, label, delay, target in played if now >= settled_s]
+    assert len(settled) > 50
+    for label, delay, target in settled:
+        assert delay <= (target + 20) / 1000, (label, round(delay * 1000), target)
+    # In order, nothing dropped as late; the cost is at most the spike's worth of frames.
+    indices = [int(label[1:]) for _, label, _, _ in played]
+    assert indices == sorted(indices)
+    assert jb.stats.late_dropped == 0
+    assert jb.stats.trimmed <= spike_ms // 20
+
+
+@pytest.mark.parametrize("lost", [(250,), (250, 251)])
+def test_loss_found_after_its_slot_was_concealed_is_not_replayed_late(
+    lost: tuple[int, ...],
+) -> None:
+    # At the 20 ms minimum target the buffer is dry when a lost packet falls due: the frame
+    # is concealed while the playout point holds. The next packet then shows it was lost;
+    # playing it again from FEC would add 20 ms that stays until a trim drops audio.
+    jb = JitterBuffer()
+    clock = Clock(jb)
+    count = 400
+    arrivals = {f"#{i}": i * FRAME_S + 0.005 for i in range(count)}
+    clock.send(packet(i) for i in range(count) if i not in lost)
+    clock.run_until(lost[0] * FRAME_S)
+    assert jb.stats.target_ms == JITTER_MIN_MS
+    plc_before, trimmed_before = jb.stats.plc_frames, jb.stats.trimmed
+
+    played = play_tick_by_tick(clock, (lost[0] + 100) * FRAME_S, arrivals)
+    first_after = lost[-1] + 1
+    assert played[0][1] == f"#{first_after}"
+    for _, label, delay, _ in played:
+        assert delay <= JITTER_MIN_MS / 1000, (label, round(delay * 1000))
+    assert jb.stats.plc_frames - plc_before == len(lost)
+    assert jb.stats.trimmed == trimmed_before  # no audio dropped to get the delay back
+    assert (jb.stats.fec_recovered, jb.stats.late_dropped) == (0, 0)
+
+
+def test_late_packet_whose_slot_was_concealed_still_plays() -> None:
+    # Unlike a loss, a packet that is merely late is played when it comes: the playout
+    # point held for it, and the frame concealed meanwhile is delay the path needs (the
+    # target rises to match), not a slot to skip.
+    jb = JitterBuffer()
+    clock = Clock(jb)
+    arrivals = {i: i * FRAME_S + 0.005 + (0.025 if i == 250 else 0.0) for i in range(300)}
+    clock.send(packet(i, arrivals[i]) for i in range(300))
+    clock.run_until(250 * FRAME_S)
+    assert jb.stats.target_ms == JITTER_MIN_MS
+    out = clock.run_until(260 * FRAME_S)
+    assert out[:3] == ["plc", "#250", "#251"]
+    assert jb.stats.target_ms > JITTER_MIN_MS
+    assert (jb.stats.late_dropped, jb.stats.fec_recovered) == (0, 0)
