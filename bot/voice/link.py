@@ -6,10 +6,10 @@ room minus this bridge, played into the channel by one never-ending source (`Bri
 
 From `start()` the link owns the voice connection: it rejoins with the shared `Backoff`
 policy when the connection is lost (kicked, discord.py giving up its own reconnect, or its
-voice websocket task dying), moves back when the bot is moved to another channel (bridging
-that other channel into the room would leak it there), restarts the player or the receiver
-if either ends, and removes a user's track when they leave. `stop()` undoes all of it and
-disconnects.
+voice websocket task dying), goes back (a fresh connection) when the bot is moved to another
+channel (bridging that other channel into the room would leak it there), restarts the player
+or the receiver if either ends, and removes a user's track when they leave. `stop()` undoes
+all of it and disconnects.
 
 discord.py handles short outages by itself (voice websocket resume after 4015, reconnect
 after a server move); the link leaves the connection alone for `RECONNECT_GRACE_S` then.
@@ -161,7 +161,10 @@ class VoiceLink:
         if state is old:
             return
         self._state = state
-        logger.info("voice link %s -> %s guild=%s channel=%s", old.value, state.value, self.guild_id, self.channel_id)
+        logger.info(
+            "voice link %s -> %s guild=%s channel=%s",
+            old.value, state.value, self.guild_id, self.channel_id,
+        )
         for wanted, future in list(self._state_waiters):
             if wanted is state and not future.done():
                 future.set_result(None)
@@ -190,11 +193,15 @@ class VoiceLink:
             ),
             asyncio.create_task(self._supervise(), name=f"voice-link-{self.guild_id}"),
         ]
-        if self._vc.is_connected():
-            self._attach(self._vc)
-        else:
-            self._set_state(VoiceLinkState.RECONNECTING)
-            self._wake.set()
+        try:
+            if self._vc.is_connected():
+                await self._attach(self._vc)
+            else:
+                self._set_state(VoiceLinkState.RECONNECTING)
+                self._wake.set()
+        except BaseException:
+            await self.stop(disconnect=False)
+            raise
 
     async def stop(self, *, disconnect: bool = True) -> None:
         """Stop bridging; with `disconnect` (the default) also leave the voice channel."""
@@ -210,8 +217,13 @@ class VoiceLink:
             return
         vc = self._vc
         await self._detach(vc)
-        if disconnect and self._is_current(vc):
-            await self._disconnect(vc)
+        if disconnect:
+            guild = self._client.get_guild(self.guild_id)
+            current = guild.voice_client if guild is not None else None
+            if isinstance(current, voice_recv.VoiceRecvClient):
+                # Ours, or one a cancelled rejoin left half-connected.
+                await self._disconnect(current)
+            _reap(vc)
         if self._removals:
             await asyncio.gather(*self._removals, return_exceptions=True)
         for user_id in list(self._speakers):
@@ -221,21 +233,38 @@ class VoiceLink:
 
     # -- attaching to a voice client ----------------------------------------------------------
 
-    def _attach(self, vc: voice_recv.VoiceRecvClient) -> None:
+    async def _attach(self, vc: voice_recv.VoiceRecvClient) -> None:
         self._vc = vc
         self._reconnecting_since = self._moved_since = None
-        self._receiver.attach(vc)
         vc.add_listener(self._on_member_disconnect, name="on_voice_member_disconnect")
         vc.add_listener(self._on_speaking_state, name="on_voice_member_speaking_state")
-        self._play(vc)
+        await self._ensure_media(vc, restart=False)
         self._set_state(VoiceLinkState.CONNECTED)
 
-    def _play(self, vc: voice_recv.VoiceRecvClient) -> None:
-        assert self._source is not None
-        if vc.is_playing():
-            return
-        vc.stop_playing()  # a finished or paused player
-        vc.play(self._source, after=self._on_player_ended)
+    async def _ensure_media(self, vc: voice_recv.VoiceRecvClient, *, restart: bool) -> None:
+        """Receiver listening and player playing on `vc`; a failure is retried next check."""
+        if not self._receiver.listening:
+            if restart:
+                logger.warning("voice receiver ended guild=%s: restarting", self.guild_id)
+                self.counters.listener_restarts += 1
+            await self._receiver.detach()
+            try:
+                self._receiver.attach(vc)
+            except Exception:
+                logger.exception("starting the voice receiver failed guild=%s", self.guild_id)
+                await self._receiver.detach()
+        if not vc.is_playing():
+            if restart:
+                logger.warning("Discord player ended guild=%s: restarting", self.guild_id)
+                self.counters.player_restarts += 1
+            await self._detach_player(vc)  # a finished player's thread
+            assert self._source is not None
+            try:
+                vc.play(self._source, after=self._on_player_ended)
+            except discord.ClientException as exc:
+                logger.warning(
+                    "starting the Discord player failed guild=%s error=%s", self.guild_id, exc
+                )
 
     async def _detach(self, vc: voice_recv.VoiceRecvClient) -> None:
         """Stop our player and receiver on `vc` and wait for their threads."""
@@ -293,9 +322,11 @@ class VoiceLink:
             guild = self._client.get_guild(self.guild_id)
             member = guild.get_member(user_id) if guild is not None else None
             name = member.display_name if member is not None else str(user_id)
-            speaker_input = self._bridge.speaker(track_name(self.guild_id, user_id), name, str(user_id))
-            speaker = self._speakers[user_id] = _Speaker(speaker_input, now)
-            logger.info("discord speaker guild=%s user=%s track=%s", self.guild_id, user_id, speaker_input.track_name)
+            track = track_name(self.guild_id, user_id)
+            speaker = self._speakers[user_id] = _Speaker(
+                self._bridge.speaker(track, name, str(user_id)), now
+            )
+            logger.info("discord speaker guild=%s user=%s track=%s", self.guild_id, user_id, track)
         speaker.last_frame_at = now
         speaker.input.push(payload, timestamp)
         self.counters.frames_forwarded += 1
@@ -339,7 +370,9 @@ class VoiceLink:
         if user_id is not None:
             self._user_left(user_id, "voice disconnect")
 
-    async def _on_speaking_state(self, member: discord.Member | None, ssrc: int, state: Any) -> None:
+    async def _on_speaking_state(
+        self, member: discord.Member | None, ssrc: int, state: Any
+    ) -> None:
         # voice_recv: SPEAKING (op 5) has just mapped ssrc -> user.
         if member is not None:
             self._departed.discard(member.id)
@@ -349,7 +382,9 @@ class VoiceLink:
         self._departed.add(user_id)
         if user_id in self._speakers:
             logger.info("discord speaker left guild=%s user=%s (%s)", self.guild_id, user_id, why)
-            task = asyncio.create_task(self._remove_speaker(user_id), name=f"voice-link-remove-{user_id}")
+            task = asyncio.create_task(
+                self._remove_speaker(user_id), name=f"voice-link-remove-{user_id}"
+            )
             self._removals.add(task)
             task.add_done_callback(self._removals.discard)
 
@@ -403,7 +438,10 @@ class VoiceLink:
                 self._reconnecting_since = now
                 self._set_state(VoiceLinkState.RECONNECTING)
             elif now - self._reconnecting_since > self._reconnect_grace_s:
-                logger.warning("voice reconnect stuck for %.0f s guild=%s: rebuilding", now - self._reconnecting_since, self.guild_id)
+                logger.warning(
+                    "voice reconnect stuck for %.0f s guild=%s: rebuilding",
+                    now - self._reconnecting_since, self.guild_id,
+                )
                 await self._rejoin()
             return
         self._reconnecting_since = None
@@ -418,22 +456,15 @@ class VoiceLink:
                 # one's IP discovery waits for it, so a move in a quiet call stalls that long.
                 logger.info(
                     "bot is in channel=%s, not its bridged channel=%s guild=%s: going back",
-                    vc.channel.id if vc.channel is not None else None, self.channel_id, self.guild_id,
+                    vc.channel.id if vc.channel is not None else None,
+                    self.channel_id,
+                    self.guild_id,
                 )
                 self.counters.moves_reverted += 1
                 await self._rejoin()
             return
         self._moved_since = None
-        if not self._receiver.listening:
-            logger.warning("voice receiver ended guild=%s: restarting", self.guild_id)
-            self.counters.listener_restarts += 1
-            await self._receiver.detach()
-            self._receiver.attach(vc)
-        if not vc.is_playing():
-            logger.warning("Discord player ended guild=%s: restarting", self.guild_id)
-            self.counters.player_restarts += 1
-            await self._detach_player(vc)
-            self._play(vc)
+        await self._ensure_media(vc, restart=True)
         self._reconcile_speakers(vc)
         self._set_state(VoiceLinkState.CONNECTED)
 
@@ -461,7 +492,9 @@ class VoiceLink:
             guild = self._client.get_guild(self.guild_id)
             channel = guild.get_channel(self.channel_id) if guild is not None else None
             if not isinstance(channel, (discord.VoiceChannel, discord.StageChannel)):
-                logger.warning("voice channel %s not found guild=%s", self.channel_id, self.guild_id)
+                logger.warning(
+                    "voice channel %s not found guild=%s", self.channel_id, self.guild_id
+                )
                 self.counters.reconnect_failures += 1
                 continue
             stale = guild.voice_client  # type: ignore[union-attr]
@@ -473,11 +506,14 @@ class VoiceLink:
                 )
             except (TimeoutError, discord.DiscordException, OSError) as exc:
                 self.counters.reconnect_failures += 1
-                logger.warning("voice rejoin failed guild=%s channel=%s error=%r", self.guild_id, self.channel_id, exc)
+                logger.warning(
+                    "voice rejoin failed guild=%s channel=%s error=%r",
+                    self.guild_id, self.channel_id, exc,
+                )
                 continue
             self.counters.reconnects += 1
             logger.info("voice rejoined guild=%s channel=%s", self.guild_id, self.channel_id)
-            self._attach(vc)
+            await self._attach(vc)
             return
         logger.error("voice rejoin gave up guild=%s channel=%s", self.guild_id, self.channel_id)
 

@@ -41,7 +41,9 @@ def find_libopus() -> Path:
             return bundled[0]
     system = ctypes.util.find_library("opus")
     if system is None:
-        raise FileNotFoundError(f"libopus not found: install PyAV (it bundles one) or set {LIBOPUS_ENV}")
+        raise FileNotFoundError(
+            f"libopus not found: install PyAV (it bundles one) or set {LIBOPUS_ENV}"
+        )
     return Path(system)
 
 

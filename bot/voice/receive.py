@@ -215,7 +215,7 @@ class VoiceReceiver:
         held = self._pending.pop(ssrc, None)
         if not held:
             return
-        logger.debug("ssrc=%d mapped to user=%d: delivering %d held frames", ssrc, user_id, len(held))
+        logger.debug("ssrc=%d mapped to user=%d: %d held frames", ssrc, user_id, len(held))
         self._counters.unmapped_flushed += len(held)
         for _, timestamp, payload in held:
             self._forward(user_id, timestamp, payload)
@@ -296,7 +296,9 @@ class _NoKeepAlive:
 class _Reader(AudioReader):
     """voice_recv's reader with a jitter buffer that holds nothing back and no keepalive thread."""
 
-    def __init__(self, sink: voice_recv.AudioSink, vc: voice_recv.VoiceRecvClient, *, after: Any) -> None:
+    def __init__(
+        self, sink: voice_recv.AudioSink, vc: voice_recv.VoiceRecvClient, *, after: Any
+    ) -> None:
         super().__init__(sink, vc, after=after)
         self.keepalive = _NoKeepAlive()  # type: ignore[assignment]
         router = self.packet_router

@@ -6,11 +6,12 @@ a failure keeps sending what the caller keeps pushing. Packets carry their own R
 timestamps: a gap in them (DTX, a speaker pausing) becomes a gap in the sent timestamps, as
 Opus receivers expect.
 
-Pacing is anchored on *push* times: a packet is due at the anchor's push time plus its
-timestamp distance from the anchor. A burst pushed at once leaves at its timestamps' rate; a
-packet already due (the sender task woke late, the loop stalled) leaves at once, so a backlog
-drains instead of becoming standing delay; a producer slower than its timestamps (a pause
-without a timestamp gap, clock drift) moves the anchor to its own push time.
+Packets leave as soon as they are pushed, except that a burst (a backlog after the producer
+or the loop stalled, a batch pushed at once) is spread out at `DRAIN_SPEEDUP` times real
+time: each packet waits until its timestamp distance from the previous one, divided by that
+factor, has passed since the previous one left — and never longer than one frame. So a backlog
+drains quickly instead of becoming standing delay, receivers' jitter buffers are not hit by a
+wall of packets, and one late packet never delays the ones behind it.
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ logger = logging.getLogger(__name__)
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE_HZ)
 SOURCE_QUEUE_PACKETS = 25
 """At most 500 ms waits to be sent; older packets are dropped (and counted)."""
-MAX_EARLY_S = 1.0
-"""A packet due further ahead than this (a timestamp jump or restart) re-anchors pacing."""
+DRAIN_SPEEDUP = 4.0
+"""A backlog leaves at up to this multiple of real time."""
+MAX_HOLD_S = FRAME_SAMPLES / SAMPLE_RATE_HZ
+"""No packet is held longer than one frame, whatever its timestamp says (jumps, restarts)."""
 
 
 class OpusSource:
     def __init__(self, name: str = "") -> None:
         self.name = name
-        self._queue: collections.deque[tuple[bytes, int, float]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
         self._ready = asyncio.Event()
         self._next_timestamp = 0
         self._track: OpusSourceTrack | None = None
@@ -56,7 +59,7 @@ class OpusSource:
         if len(self._queue) >= SOURCE_QUEUE_PACKETS:
             self._queue.popleft()
             self.dropped += 1
-        self._queue.append((payload, timestamp, time.monotonic()))
+        self._queue.append((payload, timestamp))
         self.pushed += 1
         self._ready.set()
 
@@ -67,7 +70,7 @@ class OpusSource:
         self._track = OpusSourceTrack(self)
         return self._track
 
-    async def _next(self) -> tuple[bytes, int, float]:
+    async def _next(self) -> tuple[bytes, int]:
         while not self._queue:
             self._ready.clear()
             await self._ready.wait()
@@ -80,23 +83,21 @@ class OpusSourceTrack(MediaStreamTrack):
     def __init__(self, source: OpusSource) -> None:
         super().__init__()
         self._source = source
-        self._anchor: tuple[float, int] | None = None  # (push time, timestamp)
+        self._previous: tuple[float, int] | None = None  # (sent at, timestamp)
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        payload, timestamp, pushed_at = await self._source._next()
+        payload, timestamp = await self._source._next()
         if self.readyState != "live":
             raise MediaStreamError
-        if self._anchor is None:
-            self._anchor = (pushed_at, timestamp)
-        due = self._anchor[0] + ((timestamp - self._anchor[1]) & 0xFFFFFFFF) / SAMPLE_RATE_HZ
-        if pushed_at > due or due > pushed_at + MAX_EARLY_S:
-            self._anchor = (pushed_at, timestamp)
-            due = pushed_at
-        wait = due - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        if self._previous is not None:
+            sent_at, previous = self._previous
+            spacing = ((timestamp - previous) & 0xFFFFFFFF) / SAMPLE_RATE_HZ / DRAIN_SPEEDUP
+            wait = min(sent_at + spacing - time.monotonic(), MAX_HOLD_S)
+            if wait > 0:
+                await asyncio.sleep(wait)
+        self._previous = (time.monotonic(), timestamp)
         packet = av.Packet(payload)
         packet.pts = timestamp
         packet.time_base = TIME_BASE
