@@ -14,6 +14,7 @@ from media.rooms import RoomDirectory
 from .bridges import BridgeManager
 from .cogs import BridgeAdmin, VoiceSession
 from .store import MappingStore
+from .web import InviteLinks
 
 __all__ = ["SwitchboardBot"]
 
@@ -30,6 +31,7 @@ class SwitchboardBot(commands.Bot):
         auto_leave_delay_s: float,
         dev_guild_id: int | None,
         sync_globally: bool,
+        invites: InviteLinks | None = None,
         connector: aiohttp.BaseConnector | None = None,
         **options: Any,
     ) -> None:
@@ -44,9 +46,10 @@ class SwitchboardBot(commands.Bot):
         self._auto_leave_delay_s = auto_leave_delay_s
         self._dev_guild_id = dev_guild_id
         self._sync_globally = sync_globally
+        self.invites = invites
 
     async def setup_hook(self) -> None:
-        await self.add_cog(BridgeAdmin(self.store, self.bridges))
+        await self.add_cog(BridgeAdmin(self.store, self.bridges, self.invites))
         await self.add_cog(VoiceSession(self, self.store, self.bridges, self.directory, self._auto_leave_delay_s))
         if self._dev_guild_id is not None:
             guild = discord.Object(id=self._dev_guild_id)

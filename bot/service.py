@@ -24,6 +24,7 @@ from .config import Settings, describe_missing_token
 from .http import HealthServer
 from .metrics import Metrics
 from .store import MappingStore
+from .web import WebApi, known_rooms
 
 __all__ = ["Service", "SHUTDOWN_BUDGET_S"]
 
@@ -51,6 +52,7 @@ class Service:
         self.realtime: RealtimeClient | None = None
         self.store: MappingStore | None = None
         self.http: HealthServer | None = None
+        self.web: WebApi | None = None
         self.bridges: BridgeManager | None = None
         self.bot: SwitchboardBot | None = None
         self._link_factory = link_factory
@@ -115,6 +117,12 @@ class Service:
             self.metrics,
             {"store": self._store_ready, "discord": self._discord_ready},
         )
+        self.web = WebApi.from_settings(
+            s, directory=self.directory, realtime=self.realtime,
+            room_exists=known_rooms(self.store, self.directory),
+        )
+        self.web.attach(self.http.app)
+        await self.web.start()
         await self.http.start()
         if s.discord.token is None:
             logger.warning("%s", describe_missing_token())
@@ -126,6 +134,7 @@ class Service:
             auto_leave_delay_s=s.discord.auto_leave_delay_s,
             dev_guild_id=s.discord.dev_guild_id,
             sync_globally=s.discord.sync_globally,
+            invites=self.web.invites,
             connector=self._connector_factory() if self._connector_factory else None,
         )
         self._bot_task = asyncio.create_task(self._run_bot(s.discord.token.get_secret_value()), name="discord")
@@ -159,6 +168,8 @@ class Service:
         if self._bot_task is not None:
             self._bot_task.cancel()
             await asyncio.gather(self._bot_task, return_exceptions=True)
+        if self.web is not None:
+            await self.web.stop()
         if self.http is not None:
             await self.http.stop()
         if self.realtime is not None:

@@ -242,17 +242,22 @@ class SfuSession:
             )
 
     def _check_continuity(self, offer: aiortc_sdp.SessionDescription) -> None:
-        """JSEP never removes or reorders m-lines: a later offer must start with them all."""
+        """JSEP never removes or reorders m-lines: a later offer keeps each one's place and
+        kind, and may give a new mid only to a slot that was rejected (a browser recycles it)."""
         current = self.pc.remoteDescription or self.pc.localDescription
         if current is None:
             return
-        before = [(m.kind, m.rtp.muxId) for m in aiortc_sdp.SessionDescription.parse(current.sdp).media]
-        now = [(m.kind, m.rtp.muxId) for m in offer.media[: len(before)]]
-        if now != before:
-            raise ApiError.invalid_sdp(
-                "the offer must keep every earlier m-line, in order (reject one with port 0 instead "
-                f"of removing it): expected {before}, got {now}"
-            )
+        before = aiortc_sdp.SessionDescription.parse(current.sdp).media
+        for index, old in enumerate(before):
+            new = offer.media[index] if index < len(offer.media) else None
+            recyclable = old.port == 0 or old.rtp.muxId in self._closed_mids
+            if new is None or new.kind != old.kind or (
+                new.rtp.muxId != old.rtp.muxId and not recyclable
+            ):
+                raise ApiError.invalid_sdp(
+                    f"the offer must keep m-line {index} ({old.kind}, mid {old.rtp.muxId}) in its "
+                    "place: reject it with port 0 instead of removing or reordering it"
+                )
 
     async def _apply_client_offer(self, description: SessionDescription) -> aiortc_sdp.SessionDescription:
         if description.type != "offer":

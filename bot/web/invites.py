@@ -1,0 +1,43 @@
+"""`InviteLinks`: the links `/bridge invite` hands out, `{public_url}/r/{room}#t={token}`.
+
+The token rides in the URL fragment: browsers send fragments neither to servers (so no
+access log or proxy sees it) nor in `Referer`. The page reads it and sends it once, in the
+body of its join request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .tokens import Invite, Role, TokenSigner
+
+__all__ = ["INVITE_TTLS", "InviteLink", "InviteLinks"]
+
+INVITE_TTLS: dict[str, int] = {"1h": 3600, "8h": 8 * 3600, "24h": 86_400, "7d": 7 * 86_400}
+"""The expiries `/bridge invite` offers."""
+
+
+@dataclass(frozen=True, slots=True)
+class InviteLink:
+    url: str
+    invite: Invite
+
+
+class InviteLinks:
+    def __init__(self, signer: TokenSigner, public_url: str) -> None:
+        self._signer = signer
+        self.public_url = public_url.rstrip("/")
+
+    def create(
+        self,
+        room: str,
+        role: Role,
+        ttl_s: int,
+        *,
+        guild_id: int | None = None,
+        created_by: int | None = None,
+    ) -> InviteLink:
+        token, invite = self._signer.issue_invite(
+            room, role, ttl_s, guild_id=guild_id, created_by=created_by
+        )
+        return InviteLink(f"{self.public_url}/r/{room}#t={token}", invite)
