@@ -10,41 +10,15 @@ and fails early and loudly if the wheel changed.
 
 from __future__ import annotations
 
-import ctypes.util
-import importlib.util
 import logging
-import os
-from pathlib import Path
 
 import discord.opus
+
+from media.audio.opus import find_libopus
 
 __all__ = ["find_libopus", "load_opus"]
 
 logger = logging.getLogger(__name__)
-
-LIBOPUS_ENV = "SWITCHBOARD_LIBOPUS"
-
-
-def find_libopus() -> Path:
-    """`$SWITCHBOARD_LIBOPUS`, else PyAV's bundled copy, else the system's."""
-    override = os.environ.get(LIBOPUS_ENV)
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            raise FileNotFoundError(f"{LIBOPUS_ENV}={override} is not a file")
-        return path
-    # find_spec locates the wheel without importing av.
-    spec = importlib.util.find_spec("av")
-    if spec is not None and spec.origin is not None:
-        bundled = sorted((Path(spec.origin).parent.parent / "av.libs").glob("libopus*.so*"))
-        if bundled:
-            return bundled[0]
-    system = ctypes.util.find_library("opus")
-    if system is None:
-        raise FileNotFoundError(
-            f"libopus not found: install PyAV (it bundles one) or set {LIBOPUS_ENV}"
-        )
-    return Path(system)
 
 
 def load_opus() -> None:

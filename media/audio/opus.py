@@ -54,7 +54,7 @@ class OpusError(RuntimeError):
         self.code = code
 
 
-def _find_libopus() -> Path:
+def find_libopus() -> Path:
     """Where libopus is: `$SWITCHBOARD_LIBOPUS`, else PyAV's bundled copy, else the system's."""
     override = os.environ.get(LIBOPUS_ENV)
     if override:
@@ -78,7 +78,7 @@ def _find_libopus() -> Path:
 
 @functools.cache
 def _libopus() -> ctypes.CDLL:
-    path = _find_libopus()
+    path = find_libopus()
     lib = ctypes.CDLL(str(path))
     c_int, c_void_p, c_char_p = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p
     lib.opus_strerror.argtypes = [c_int]

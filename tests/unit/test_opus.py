@@ -16,7 +16,7 @@ from media.audio import (
     OpusEncoder,
     OpusError,
 )
-from media.audio.opus import LIBOPUS_ENV, _find_libopus
+from media.audio.opus import LIBOPUS_ENV, find_libopus
 
 AMPLITUDE = 0.3  # about -10.5 dBFS: loud speech, no clipping
 WARMUP_FRAMES = 3  # the codec's first frames fade in from its initial state
@@ -212,11 +212,11 @@ def test_libopus_comes_from_the_pyav_wheel_unless_overridden(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv(LIBOPUS_ENV, raising=False)
-    bundled = _find_libopus()
+    bundled = find_libopus()
     assert bundled.parent.name == "av.libs" and bundled.name.startswith("libopus")
     monkeypatch.setenv(LIBOPUS_ENV, str(bundled))
-    assert _find_libopus() == bundled
+    assert find_libopus() == bundled
     missing = tmp_path / "libopus.so.0"
     monkeypatch.setenv(LIBOPUS_ENV, str(missing))
     with pytest.raises(FileNotFoundError, match=str(missing)):
-        _find_libopus()
+        find_libopus()
