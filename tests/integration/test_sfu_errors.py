@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from media.sfu import LocalSFU, SfuConfig
 from media.sfu.session import SessionState
@@ -91,7 +91,7 @@ async def still_serves(http: Http) -> None:
 
 
 async def make_offer(kind: str = "audio") -> str:
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         pc.addTransceiver(kind, direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
@@ -534,7 +534,7 @@ async def test_item_errors_inside_200(http: Http):
     publisher = await http.new_session()
     subscriber = await http.new_session()
     # the publisher pushes with an offer but never completes the connection: not sending yet
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         pc.addTransceiver(OpusReplayTrack(encode_tone(300, 10)), direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
@@ -830,7 +830,7 @@ async def test_establish_with_an_offer_without_datachannels_leaves_session_usabl
 
 
 async def make_offer_with_datachannel() -> str:
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         pc.addTransceiver("audio", direction="sendonly")
         pc.createDataChannel("chat")

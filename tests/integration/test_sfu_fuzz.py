@@ -25,7 +25,7 @@ import httpx
 import pytest
 import requests
 import schemathesis
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -242,7 +242,7 @@ def sdp_mutations(sdp: str):
 async def test_mutated_offers_never_answer_5xx(http_session):
     """Exhaustive, deterministic line- and token-level mutations of a real aiortc offer."""
     sfu, client = http_session
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         pc.addTransceiver("audio", direction="sendonly")
         pc.createDataChannel("chat")

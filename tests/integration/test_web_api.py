@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from bot.config import load_settings
 from bot.web import (
@@ -163,7 +163,7 @@ async def peers() -> AsyncIterator[list[RTCPeerConnection]]:
 async def mic_offer(
     peers: list[RTCPeerConnection], frequency_hz: float = 440.0
 ) -> tuple[RTCPeerConnection, str, str]:
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     peers.append(pc)
     transceiver = pc.addTransceiver(ToneTrack(frequency_hz), direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
@@ -222,7 +222,7 @@ async def test_join_publish_pull_answer_hear_close_leave(world: World, peers) ->
     offer = pulled["sessionDescription"]
     assert offer["type"] == "offer"
 
-    listener = RTCPeerConnection()
+    listener = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     peers.append(listener)
     tracks: asyncio.Queue = asyncio.Queue()
     listener.on("track", tracks.put_nowait)
@@ -424,7 +424,7 @@ async def test_listener_cannot_publish(world: World, peers) -> None:
 @pytest.mark.timeout(30)
 async def test_publish_refuses_video_bad_sdp_and_a_second_microphone(world: World, peers) -> None:
     ada = await world.join()
-    video = RTCPeerConnection()
+    video = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     peers.append(video)
     video.addTransceiver("audio", direction="sendonly")
     video.addTransceiver("video", direction="sendonly")

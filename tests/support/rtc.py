@@ -9,7 +9,7 @@ from typing import Any
 from collections import defaultdict
 
 import httpx
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtp import RtpPacket
 
 from media.audio.rtptap import install_tap
@@ -50,7 +50,7 @@ class Client:
 
     def __init__(self, api: Api, tap: bool = False) -> None:
         self.api = api
-        self.pc = RTCPeerConnection()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.session_id = ""
         self.tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
         self.received: dict[str, list[RtpPacket]] = defaultdict(list)
