@@ -198,7 +198,7 @@ def instrument_sfu(run: Run) -> None:
             run.sfu_in[index] = time.monotonic()
         await on_rtp(self, packet, arrival_time_ms)
 
-    async def lossy_forward(self: Any, packet: Any) -> None:
+    async def lossy_forward(self: Any, packet: Any, now: float, ntp: int) -> None:
         index = run.index_of.get(bytes(packet.payload))
         if index == run.drop:
             run.dropped_in_sfu += 1
@@ -207,8 +207,8 @@ def instrument_sfu(run: Run) -> None:
             held.setdefault(id(self), []).append(packet)
             return
         for late in held.pop(id(self), []):
-            await forward(self, late)
-        await forward(self, packet)
+            await forward(self, late, now, ntp)
+        await forward(self, packet, now, ntp)
 
     sfu_forwarder.Publication.on_rtp = timed_on_rtp  # type: ignore[method-assign]
     sfu_forwarder.Subscription.forward = lossy_forward  # type: ignore[method-assign]

@@ -91,11 +91,16 @@ class SpeakerInput:
             )
 
     def _wall_clock_timestamp(self, now: float) -> int:
+        """The frame slot of `now`, but never the previous packet's or an earlier one: a push
+        that comes a little late must not repeat a timestamp (a receiver drops duplicates)."""
         if self._origin is None:
             self._origin = (now, 0)
-        elapsed = now - self._origin[0]
-        frames = round(elapsed * 1000 / FRAME_MS)
-        return (self._origin[1] + frames * FRAME_SAMPLES) & 0xFFFFFFFF
+            return 0
+        frames = round((now - self._origin[0]) * 1000 / FRAME_MS)
+        slot = (self._origin[1] + frames * FRAME_SAMPLES) & 0xFFFFFFFF
+        following = (self._last_timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+        ahead = (slot - following) & 0xFFFFFFFF
+        return following if ahead >= 0x80000000 else slot
 
     def keepalive(self, now: float) -> None:
         if self._publishing is not None and now - self.last_packet_at >= KEEPALIVE_S:

@@ -13,7 +13,12 @@ One packet's way in:
 
 DAVE runs on the loop because discord.py changes the `davey.DaveSession` there (commits,
 welcomes, transitions): one thread owns the session's state on our side. Frames of the
-previous epoch still decrypt after a transition (davey keeps the old keys for a while).
+previous epoch still decrypt after a transition (davey keeps the old keys for a while). The
+other way round is a race: a sender may switch to the new epoch's key before the commit has
+reached us over the websocket (UDP overtakes TCP). A frame that fails to decrypt is therefore
+held, with that user's later frames behind it, and retried for up to `DAVE_RETRY_MS`; it is
+given up (silence, counted) at once when a later frame of the same user decrypts, since then
+it is really bad (tampered, replayed), not early.
 
 voice_recv 0.5.2a179 quirks handled here:
 - its jitter buffer holds the newest packet back until the next one arrives (`prefsize=1`,
@@ -61,6 +66,9 @@ UNMAPPED_MAX_FRAMES = UNMAPPED_HOLD_MS // 20 + 5
 """Per unmapped SSRC: a little more than the hold time's worth of 20 ms frames."""
 UNMAPPED_MAX_SSRCS = 32
 """Unknown SSRCs held at once; more is not a voice call, it is garbage."""
+DAVE_RETRY_MS = 150
+"""How long a frame that does not decrypt waits for a DAVE transition to reach us."""
+DAVE_RETRY_INTERVAL_S = 0.01
 DAVE_MAGIC = b"\xfa\xfa"
 """The last two bytes of every DAVE frame (its magic marker)."""
 READER_JOIN_S = 2.0
@@ -94,6 +102,9 @@ class VoiceReceiver:
         self._scheduled = False
         self._pending: dict[int, collections.deque[tuple[float, int, bytes]]] = {}
         self._user_of_ssrc: dict[int, int] = {}
+        # user -> frames waiting on DAVE: [arrived at, rtp timestamp, payload, opus or None]
+        self._undecrypted: dict[int, collections.deque[list[Any]]] = {}
+        self._retry: asyncio.TimerHandle | None = None
 
     # -- lifecycle (event loop) -------------------------------------------------------------
 
@@ -129,6 +140,10 @@ class VoiceReceiver:
         threads = [reader.packet_router, reader.event_router, reader.speaking_timer]
         await asyncio.to_thread(_join, threads, reader, READER_JOIN_S)
         self._inbox.clear()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._undecrypted.clear()
 
     def _reader_after(self, error: Exception | None) -> None:
         # voice_recv's stopper thread, once the reader stopped (ours or a disconnect's doing).
@@ -237,10 +252,49 @@ class VoiceReceiver:
         if vc is not None and user_id == vc.user.id:
             self._counters.own_dropped += 1
             return
-        self._deliver(user_id, self._dave_decrypt(user_id, payload), timestamp)
+        waiting = self._undecrypted.get(user_id)
+        opus = self._dave_decrypt(user_id, payload)
+        if waiting is None and opus is not None:
+            self._deliver(user_id, opus, timestamp)
+            return
+        if waiting is None:
+            waiting = self._undecrypted[user_id] = collections.deque()
+        waiting.append([time.monotonic(), timestamp, payload, opus])
+        self._release(user_id)
+        if self._undecrypted and self._retry is None and self._loop is not None:
+            self._retry = self._loop.call_later(DAVE_RETRY_INTERVAL_S, self._retry_all)
 
-    def _dave_decrypt(self, user_id: int, payload: bytes) -> bytes:
-        """The DAVE step of DESIGN.md §5: plain Opus out, or the silence frame in its place."""
+    def _retry_all(self) -> None:
+        self._retry = None
+        for user_id in list(self._undecrypted):
+            for entry in self._undecrypted[user_id]:
+                if entry[3] is None:
+                    entry[3] = self._dave_decrypt(user_id, entry[2])
+            self._release(user_id)
+        if self._undecrypted and self._loop is not None:
+            self._retry = self._loop.call_later(DAVE_RETRY_INTERVAL_S, self._retry_all)
+
+    def _release(self, user_id: int) -> None:
+        """Deliver a user's held frames in order, as far as they are decrypted or given up."""
+        waiting = self._undecrypted[user_id]
+        horizon = time.monotonic() - DAVE_RETRY_MS / 1000
+        while waiting:
+            arrived, timestamp, payload, opus = waiting[0]
+            if opus is None:
+                later_ok = any(entry[3] is not None for entry in waiting)
+                if not later_ok and arrived > horizon:
+                    break  # maybe early for a transition still on its way: wait
+                self._counters.dave_failures += 1
+                logger.debug("DAVE decrypt failed user=%d: silence in its place", user_id)
+                opus = OPUS_SILENCE_FRAME
+            waiting.popleft()
+            self._deliver(user_id, opus, timestamp)
+        if not waiting:
+            del self._undecrypted[user_id]
+
+    def _dave_decrypt(self, user_id: int, payload: bytes) -> bytes | None:
+        """The DAVE step of DESIGN.md §5: plain Opus, the silence frame, or None when the
+        frame does not decrypt (yet)."""
         if payload == OPUS_SILENCE_FRAME:
             # DAVE passes the silence frame through unencrypted.
             self._counters.silence_frames += 1
@@ -259,9 +313,8 @@ class VoiceReceiver:
         try:
             opus = session.decrypt(user_id, davey.MediaType.audio, payload)
         except ValueError as exc:
-            self._counters.dave_failures += 1
             logger.debug("DAVE decrypt failed user=%d error=%s", user_id, exc)
-            return OPUS_SILENCE_FRAME
+            return None
         self._counters.dave_decrypted += 1
         return bytes(opus)
 

@@ -36,6 +36,17 @@ class ExtensionIds:
     audio_level: int = 0
 
 
+def _extension_block(elements: bytes) -> bytes:
+    """A one-byte-header RTP extension block (RFC 8285) holding `elements`, padded."""
+    padding = -len(elements) % 4
+    return (
+        _ONE_BYTE_PROFILE
+        + struct.pack("!H", (len(elements) + padding) // 4)
+        + elements
+        + b"\x00" * padding
+    )
+
+
 class PublicationState(Enum):
     ACTIVE = "active"
     INACTIVE = "inactive"
@@ -95,11 +106,16 @@ class Publication:
     async def on_rtp(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         if self.state is not PublicationState.ACTIVE:
             return
-        self.last_packet_at = time.monotonic()
+        now = time.monotonic()
+        self.last_packet_at = now
         self.packets += 1
         self.bytes += len(packet.payload)
+        if not self._subscriptions:
+            return
+        # One clock reading per packet, shared by every subscriber (it is not cheap in aiortc).
+        ntp = clock.current_ntp_time()
         for subscription in self._subscriptions:
-            await subscription.forward(packet)
+            await subscription.forward(packet, now, ntp)
 
 
 class Subscription:
@@ -112,6 +128,7 @@ class Subscription:
         self._ssrc = sender._ssrc
         self._payload_type: int | None = None
         self._extension_header = b""
+        self._fixed_extension = b""
         self._level_id = 0
         self._source_ssrc: int | None = None
         self._seq_delta = 0
@@ -136,6 +153,7 @@ class Subscription:
             encoded = mid.encode()
             elements += bytes([(extensions.mid << 4) | (len(encoded) - 1)]) + encoded
         self._extension_header = elements
+        self._fixed_extension = _extension_block(elements) if elements else b""
 
     def publication_closed(self) -> None:
         self.active = False
@@ -163,26 +181,19 @@ class Subscription:
         ts = (packet.timestamp + self._ts_delta) & 0xFFFFFFFF
         self._last_seq = seq
         self._last_ts = ts
-        elements = self._extension_header
+        second = (packet.marker << 7) | self._payload_type  # type: ignore[operator]
         level = packet.extensions.audio_level
         if self._level_id and level is not None:
-            elements += bytes([self._level_id << 4, (0x80 if level[0] else 0) | level[1]])
-        second = (packet.marker << 7) | self._payload_type  # type: ignore[operator]
-        if not elements:
-            return _HEADER.pack(0x80, second, seq, ts, self._ssrc) + packet.payload
-        padding = -len(elements) % 4
-        return b"".join(
-            (
-                _HEADER.pack(0x90, second, seq, ts, self._ssrc),
-                _ONE_BYTE_PROFILE,
-                struct.pack("!H", (len(elements) + padding) // 4),
-                elements,
-                b"\x00" * padding,
-                packet.payload,
+            elements = self._extension_header + bytes(
+                [self._level_id << 4, (0x80 if level[0] else 0) | level[1]]
             )
-        )
+            extension = _extension_block(elements)
+        else:
+            extension = self._fixed_extension
+        first = 0x90 if extension else 0x80
+        return _HEADER.pack(first, second, seq, ts, self._ssrc) + extension + packet.payload
 
-    async def forward(self, packet: RtpPacket) -> None:
+    async def forward(self, packet: RtpPacket, now: float, ntp: int) -> None:
         if not self.active or self._payload_type is None:
             self.dropped += 1
             return
@@ -192,11 +203,11 @@ class Subscription:
         except ConnectionError:
             self.dropped += 1
             return
-        self._last_sent_at = time.monotonic()
+        self._last_sent_at = now
         self.forwarded += 1
         # Keep the parked sender's report figures true (RTCP SR is built from these).
         sender = self._sender
         sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
         sender._RTCRtpSender__octet_count += len(packet.payload)  # type: ignore[attr-defined]
         sender._RTCRtpSender__rtp_timestamp = self._last_ts  # type: ignore[attr-defined]
-        sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()  # type: ignore[attr-defined]
+        sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
