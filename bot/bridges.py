@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,12 +58,10 @@ class AlreadyBridged(Exception):
 class ActiveBridge:
     guild_id: int
     channel_id: int
-    channel_name: str
     room: str
     mode: str
     bridge: Bridge
     link: VoiceLinkLike
-    started_at: float
 
     @property
     def voice(self) -> voice_recv.VoiceRecvClient:
@@ -101,10 +98,6 @@ class BridgeManager:
     def active(self, guild_id: int) -> ActiveBridge | None:
         return self._active.get(guild_id)
 
-    @property
-    def all_active(self) -> tuple[ActiveBridge, ...]:
-        return tuple(self._active.values())
-
     async def start(self, channel: discord.VoiceChannel, room: str, mode: str) -> ActiveBridge:
         guild = channel.guild
         async with self._lock(guild.id):
@@ -135,7 +128,7 @@ class BridgeManager:
                 await voice.disconnect(force=True)
                 await bridge.stop()
                 raise
-            active = ActiveBridge(guild.id, channel.id, channel.name, room, mode, bridge, link, time.time())
+            active = ActiveBridge(guild.id, channel.id, room, mode, bridge, link)
             self._active[guild.id] = active
             self._metrics.bridges.set(len(self._active))
             logger.info("bridge up guild=%s channel=%s room=%s mode=%s", guild.id, channel.id, room, mode)

@@ -43,6 +43,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from media.sfu.server import LOOPBACK_HOSTS
+
 __all__ = [
     "CLOUDFLARE_REALTIME_URL",
     "CONFIG_PATH_ENV",
@@ -66,7 +68,6 @@ __all__ = [
 CONFIG_PATH_ENV = "SWITCHBOARD_CONFIG"
 DEFAULT_CONFIG_PATH = "config.toml"
 CLOUDFLARE_REALTIME_URL = "https://rtc.live.cloudflare.com/v1"
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 BridgeMode = Literal["manual", "auto"]
 """manual: the bot bridges on `/join`; auto: it joins when someone arrives, leaves when empty."""

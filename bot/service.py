@@ -12,7 +12,6 @@ from collections.abc import Callable
 import aiohttp
 import discord
 
-from media.ice import pin_host_addresses
 from media.peer import PeerConfig
 from media.realtime import RealtimeClient
 from media.rooms import InMemoryDirectory
@@ -32,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 SHUTDOWN_BUDGET_S = 9.0
 """SIGTERM to exit stays under the 10 s most process managers wait before SIGKILL."""
-DEV_SFU_SECRET = "local-dev-secret"
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class Service:
@@ -79,17 +76,7 @@ class Service:
         if s.backend == "local":
             # load_settings already refused a non-loopback SFU without its own secret.
             secret = s.sfu.app_secret.get_secret_value() if s.sfu.app_secret else None
-            loopback = s.sfu.host in LOOPBACK
-            if loopback:
-                pin_host_addresses(["127.0.0.1"])
-            self.sfu = LocalSFU(
-                SfuConfig(
-                    host=s.sfu.host,
-                    port=s.sfu.port,
-                    apps={s.sfu.app_id: secret or DEV_SFU_SECRET},
-                    ice_addresses=("127.0.0.1",) if loopback else None,
-                )
-            )
+            self.sfu = LocalSFU(SfuConfig.serving(s.sfu.host, s.sfu.port, s.sfu.app_id, secret))
             await self.sfu.start()
             self.realtime = RealtimeClient(
                 self.sfu.base_url,

@@ -41,7 +41,13 @@ from .realtime import (
     TrackLocator,
     TrackRequest,
 )
-from .sdp_shaping import NegotiatedMap, rejected_mids, shape_answer, shape_offer
+from .sdp_shaping import (
+    NegotiatedMap,
+    rejected_mids,
+    set_local_description,
+    shape_answer,
+    shape_offer,
+)
 
 __all__ = ["PeerConfig", "PeerEvent", "PeerState", "PeerStats", "RealtimePeer", "TrackStats"]
 
@@ -239,14 +245,11 @@ class RealtimePeer:
 
     async def _local_offer(self) -> SessionDescription:
         assert self._pc is not None
-        offer = aiortc_sdp.SessionDescription.parse((await self._pc.createOffer()).sdp)
-        offer.type = "offer"
-        shape_offer(offer, self._numbering, self._rejected)
-        await self._pc.setLocalDescription(RTCSessionDescription(sdp=str(offer), type="offer"))
-        final = aiortc_sdp.SessionDescription.parse(self._pc.localDescription.sdp)
-        final.type = "offer"
-        shape_offer(final, self._numbering, self._rejected)
-        return SessionDescription("offer", str(final))
+
+        def shape(d: aiortc_sdp.SessionDescription) -> None:
+            shape_offer(d, self._numbering, self._rejected)
+
+        return SessionDescription("offer", await set_local_description(self._pc, "offer", shape))
 
     async def _apply_answer(self, answer: SessionDescription | None) -> None:
         assert self._pc is not None
@@ -263,14 +266,11 @@ class RealtimePeer:
         parsed.type = "offer"
         self._learn(parsed)
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
-        answer = aiortc_sdp.SessionDescription.parse((await self._pc.createAnswer()).sdp)
-        answer.type = "answer"
-        shape_answer(answer, parsed, self._rejected)
-        await self._pc.setLocalDescription(RTCSessionDescription(sdp=str(answer), type="answer"))
-        final = aiortc_sdp.SessionDescription.parse(self._pc.localDescription.sdp)
-        final.type = "answer"
-        shape_answer(final, parsed, self._rejected)
-        return SessionDescription("answer", str(final))
+
+        def shape(d: aiortc_sdp.SessionDescription) -> None:
+            shape_answer(d, parsed, self._rejected)
+
+        return SessionDescription("answer", await set_local_description(self._pc, "answer", shape))
 
     def _tap_new_receivers(self, pc: RTCPeerConnection) -> None:
         # Runs inside setRemoteDescription, before aiortc starts any receiver.

@@ -10,9 +10,11 @@ the local SFU and the media peer use them.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Literal
 
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
@@ -20,6 +22,7 @@ __all__ = [
     "NegotiatedMap",
     "OPUS_FMTP",
     "rejected_mids",
+    "set_local_description",
     "shape_answer",
     "shape_offer",
 ]
@@ -119,3 +122,24 @@ def shape_answer(
     if bundle is not None:
         source = offered.items if offered is not None else bundle.items
         bundle.items = [mid for mid in source if mid not in rejected]
+
+
+async def set_local_description(
+    pc: RTCPeerConnection,
+    kind: Literal["offer", "answer"],
+    shape: Callable[[aiortc_sdp.SessionDescription], None],
+) -> str:
+    """Create an offer or answer, shape it, apply it, and return the SDP to send.
+
+    aiortc rewrites ports and candidates when it applies a description, so what is sent is
+    the applied description shaped once more (shaping is idempotent).
+    """
+    created = await (pc.createOffer() if kind == "offer" else pc.createAnswer())
+    description = aiortc_sdp.SessionDescription.parse(created.sdp)
+    description.type = kind
+    shape(description)
+    await pc.setLocalDescription(RTCSessionDescription(sdp=str(description), type=kind))
+    applied = aiortc_sdp.SessionDescription.parse(pc.localDescription.sdp)
+    applied.type = kind
+    shape(applied)
+    return str(applied)

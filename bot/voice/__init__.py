@@ -12,7 +12,7 @@ source) are the two halves; `VoiceCounters` is what they count.
 
 from .counters import VoiceCounters
 from .link import VoiceLink, VoiceLinkState, track_name
-from .opus_loader import find_libopus, load_opus
+from .opus_loader import load_opus
 from .receive import VoiceReceiver
 from .send import BridgeSource
 
@@ -22,7 +22,6 @@ __all__ = [
     "VoiceLink",
     "VoiceLinkState",
     "VoiceReceiver",
-    "find_libopus",
     "load_opus",
     "track_name",
 ]

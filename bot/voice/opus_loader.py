@@ -16,7 +16,7 @@ import discord.opus
 
 from media.audio.opus import find_libopus
 
-__all__ = ["find_libopus", "load_opus"]
+__all__ = ["load_opus"]
 
 logger = logging.getLogger(__name__)
 

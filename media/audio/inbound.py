@@ -109,16 +109,3 @@ class InboundOpus:
     def close(self) -> None:
         self._closed = True
         self._ready.set()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __aiter__(self) -> InboundOpus:
-        return self
-
-    async def __anext__(self) -> OpusPacket:
-        try:
-            return await self.recv()
-        except EOFError:
-            raise StopAsyncIteration from None

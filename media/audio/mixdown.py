@@ -64,10 +64,6 @@ class Mixdown:
         for stream in gone:
             stream.decoder.close()
 
-    @property
-    def keys(self) -> tuple[Hashable, ...]:
-        return tuple(s.key for s in self._streams)
-
     def playing(self) -> dict[Hashable, bool]:
         """Which streams produced audio in the last frame (for speaking indicators)."""
         return {s.key: s.speaking for s in self._streams}

@@ -15,8 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -35,7 +34,7 @@ from .models import (
     TrackResult,
     TracksResult,
 )
-from .rest import DEFAULT_TIMEOUT_S, ErrorObserver, RestApi
+from .rest import DEFAULT_TIMEOUT_S, ApiClient, ErrorObserver, RestApi
 from .retry import RetryPolicy, retry_attempts
 
 __all__ = [
@@ -62,7 +61,7 @@ class _PullsPending(Exception):
     """Some pulls still got not_found_track_error: retry them after a backoff."""
 
 
-class RealtimeClient:
+class RealtimeClient(ApiClient):
     """Client of one Realtime app. Use as an async context manager (or call `aclose`).
 
     base_url is the API root including its version, e.g. "https://rtc.live.cloudflare.com/v1"
@@ -99,20 +98,6 @@ class RealtimeClient:
 
     def __repr__(self) -> str:
         return f"RealtimeClient(base_url={self._base_url!r}, app_id={self._app_id!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._api.aclose()
 
     def negotiation(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Hold `session_id`'s lock across several calls (reentrant for this task), e.g.

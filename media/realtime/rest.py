@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import httpx
 
 from .errors import PeerNotReady, RealtimeError, TransientError, error_from_response
 from .retry import RetryPolicy, retry_attempts
 
-__all__ = ["ErrorObserver", "RestApi"]
+__all__ = ["ApiClient", "ErrorObserver", "RestApi"]
 
 ErrorObserver = Callable[[RealtimeError], None]
 """Sees every error the API answers (request-level and per item), e.g. to count by code."""
@@ -187,3 +188,23 @@ def _json_object(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+class ApiClient:
+    """Base of the API clients: each owns one `RestApi` and closes it as a context manager."""
+
+    _api: RestApi
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._api.aclose()

@@ -7,15 +7,13 @@ on the server, only the expiring `iceServers` go to clients.
 from __future__ import annotations
 
 import logging
-from types import TracebackType
-from typing import Self
 from urllib.parse import quote
 
 import httpx
 
 from .errors import RealtimeError
 from .models import IceServers
-from .rest import DEFAULT_TIMEOUT_S, RestApi
+from .rest import DEFAULT_TIMEOUT_S, ApiClient, RestApi
 from .retry import RetryPolicy
 
 __all__ = ["DEFAULT_TTL_S", "TurnClient"]
@@ -25,7 +23,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_S = 86_400
 
 
-class TurnClient:
+class TurnClient(ApiClient):
     """base_url is the API root with its version, e.g. "https://rtc.live.cloudflare.com/v1"."""
 
     def __init__(
@@ -52,20 +50,6 @@ class TurnClient:
 
     def __repr__(self) -> str:
         return f"TurnClient(base_url={self._base_url!r}, key_id={self._key_id!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._api.aclose()
 
     async def generate_ice_servers(
         self, ttl_s: int = DEFAULT_TTL_S, *, legacy: bool = False

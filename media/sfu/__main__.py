@@ -20,8 +20,6 @@ from typing import Any
 from .server import LocalSFU, SfuConfig
 
 DEV_APP_ID = "local"
-DEV_APP_SECRET = "local-dev-secret"
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def _file_settings(path: Path) -> dict[str, Any]:
@@ -59,21 +57,10 @@ def parse_args(argv: list[str] | None = None) -> SfuConfig:
     except ValueError:
         sys.exit("sfu port must be an integer (flag --port, env SWITCHBOARD_SFU_PORT or [sfu] port)")
     app_id = str(pick(args.app_id, "SWITCHBOARD_SFU_APP_ID", "app_id", DEV_APP_ID))
-    secret = os.environ.get("SWITCHBOARD_SFU_APP_SECRET")
-    if not secret:
-        if host not in LOOPBACK_HOSTS:
-            sys.exit(
-                f"refusing to serve on {host} with the development secret: "
-                "set SWITCHBOARD_SFU_APP_SECRET"
-            )
-        secret = DEV_APP_SECRET
-    loopback = host in LOOPBACK_HOSTS
-    return SfuConfig(
-        host=host,
-        port=port,
-        apps={app_id: secret},
-        ice_addresses=("127.0.0.1",) if loopback else None,
-    )
+    try:
+        return SfuConfig.serving(host, port, app_id, os.environ.get("SWITCHBOARD_SFU_APP_SECRET") or None)
+    except ValueError as exc:
+        sys.exit(str(exc))
 
 
 async def serve(config: SfuConfig) -> None:

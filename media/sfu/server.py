@@ -14,9 +14,14 @@ from .api import build_app
 from .registry import SESSION_REUSE_S, TRACK_IDLE_S, Registry
 from .stun import StunServer
 
-__all__ = ["LocalSFU", "SfuConfig"]
+__all__ = ["DEV_APP_SECRET", "LOOPBACK_HOSTS", "LocalSFU", "SfuConfig"]
 
 logger = logging.getLogger(__name__)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+DEV_APP_SECRET = "local-dev-secret"
+"""Used when no secret is configured; only a loopback address may be served with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,23 @@ class SfuConfig:
     """Host candidates offered to clients; None offers every interface."""
     track_idle_s: float = TRACK_IDLE_S
     session_reuse_s: float = SESSION_REUSE_S
+
+    @classmethod
+    def serving(cls, host: str, port: int, app_id: str, secret: str | None) -> SfuConfig:
+        """The config for serving `host`: the development secret and loopback-only ICE on
+        loopback; anything else needs a real secret and offers every interface."""
+        loopback = host in LOOPBACK_HOSTS
+        if secret is None and not loopback:
+            raise ValueError(
+                f"refusing to serve the local SFU on {host} with the development secret: "
+                "set SWITCHBOARD_SFU_APP_SECRET"
+            )
+        return cls(
+            host=host,
+            port=port,
+            apps={app_id: secret or DEV_APP_SECRET},
+            ice_addresses=("127.0.0.1",) if loopback else None,
+        )
 
     def __repr__(self) -> str:  # never print secrets
         return f"SfuConfig(host={self.host!r}, port={self.port}, apps={sorted(self.apps)})"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
@@ -28,7 +28,13 @@ from aiortc.rtp import RtpPacket
 
 from ..audio.idle import IdleTrack
 from ..audio.rtptap import install_tap
-from ..sdp_shaping import NegotiatedMap, rejected_mids, shape_answer, shape_offer
+from ..sdp_shaping import (
+    NegotiatedMap,
+    rejected_mids,
+    set_local_description,
+    shape_answer,
+    shape_offer,
+)
 from . import sdp
 from .datachannels import ChannelPublication, ChannelResult, ChannelStatus, channel_status
 from .errors import NOT_FOUND_TRACK_ERROR, ApiError, ItemError
@@ -213,15 +219,21 @@ class SfuSession:
 
             install_tap(receiver, route)
 
-    def _drop_stale_transceivers(self, offer: aiortc_sdp.SessionDescription) -> None:
+    async def _drop_stale_transceivers(self, offer: aiortc_sdp.SessionDescription) -> None:
         # A browser may recycle a closed m-line for a new mid; aiortc then keeps two
         # transceivers on one m-line index and would pick the stale one (DESIGN.md §4b.5).
         transceivers: list[RTCRtpTransceiver] = self.pc._RTCPeerConnection__transceivers  # type: ignore[attr-defined]
-        for index, media in enumerate(offer.media):
-            for t in list(transceivers):
-                if t._get_mline_index() == index and t.mid != media.rtp.muxId:
-                    transceivers.remove(t)
-                    asyncio.ensure_future(t.stop())
+        stale = [
+            t
+            for index, media in enumerate(offer.media)
+            for t in transceivers
+            if t._get_mline_index() == index and t.mid != media.rtp.muxId
+        ]
+        for t in stale:
+            transceivers.remove(t)
+        # After the removal: stopping yields to the loop, and nothing may find them meanwhile.
+        for t in stale:
+            await t.stop()
 
     def _check_bundle_tag(self, offer: aiortc_sdp.SessionDescription) -> None:
         current = self.pc.remoteDescription or self.pc.localDescription
@@ -276,27 +288,16 @@ class SfuSession:
         except Exception as exc:
             raise ApiError.invalid_sdp(f"offer rejected: {exc}") from None
         self._numbering.learn(offer)
-        self._drop_stale_transceivers(offer)
+        await self._drop_stale_transceivers(offer)
         self._tap_receivers()
         return offer
-
-    def _local_sdp(self, shape: Callable[[aiortc_sdp.SessionDescription], None], kind: str) -> str:
-        assert self.pc.localDescription is not None
-        parsed = aiortc_sdp.SessionDescription.parse(self.pc.localDescription.sdp)
-        parsed.type = kind
-        shape(parsed)
-        return str(parsed)
 
     async def _answer(self, offer: aiortc_sdp.SessionDescription) -> SessionDescription:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
             shape_answer(d, offer, self._closed_mids)
 
         try:
-            answer = await self.pc.createAnswer()
-            parsed = aiortc_sdp.SessionDescription.parse(answer.sdp)
-            parsed.type = "answer"
-            shape(parsed)
-            await self.pc.setLocalDescription(RTCSessionDescription(sdp=str(parsed), type="answer"))
+            answer = await set_local_description(self.pc, "answer", shape)
         except Exception as exc:
             # aiortc accepted the offer but cannot answer it, and it has no rollback: the
             # connection is unusable, so the session ends here rather than wedge.
@@ -306,18 +307,13 @@ class SfuSession:
                 f"the offer cannot be answered ({exc!r}); this session is closed, create a new one"
             ) from None
         self._negotiated_once = True
-        return SessionDescription(type="answer", sdp=self._local_sdp(shape, "answer"))
+        return SessionDescription(type="answer", sdp=answer)
 
     async def _offer(self) -> SessionDescription:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
             shape_offer(d, self._numbering, self._closed_mids)
 
-        offer = await self.pc.createOffer()
-        parsed = aiortc_sdp.SessionDescription.parse(offer.sdp)
-        parsed.type = "offer"
-        shape(parsed)
-        await self.pc.setLocalDescription(RTCSessionDescription(sdp=str(parsed), type="offer"))
-        return SessionDescription(type="offer", sdp=self._local_sdp(shape, "offer"))
+        return SessionDescription(type="offer", sdp=await set_local_description(self.pc, "offer", shape))
 
     def _configure(self, pulled: _Pulled) -> None:
         transceiver = pulled.transceiver

@@ -12,7 +12,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from media.sfu import LocalSFU, SfuConfig
 from tests.support.opus_source import OpusReplayTrack, encode_tone
 from tests.support.rtc import Api, Client
-from tests.support.signals import ToneTrack, collect_pcm, dominant_frequency
+from tests.support.signals import ToneTrack
 
 from .test_sfu_forwarding import pull_all
 
