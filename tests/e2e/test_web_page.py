@@ -373,6 +373,8 @@ async def test_page_talks_with_a_bridged_channel(stack: Stack, tmp_path: Path, m
 
         await page.get_by_role("button", name="Leave").click()
         await until(lambda: _no_web_members(stack), what="the page to leave")
+        # The server forgets the member before it answers; the page writes after the answer.
+        await page.locator("#ended").get_by_text("You left the room.").wait_for(timeout=5000)
         assert "You left the room." in await page.locator("#ended").inner_text()
 
 
