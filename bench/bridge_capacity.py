@@ -815,7 +815,7 @@ def service_main(conn, cfg: dict[str, Any]) -> None:
 
 
 async def _service(cfg: dict[str, Any]) -> dict[str, Any]:
-    from media.realtime import RealtimeClient, RetryPolicy
+    from media.realtime import RealtimeClient
     from media.rooms import InMemoryDirectory, MemberKind, TrackInfo
 
     mode: str = cfg["mode"]
@@ -856,7 +856,6 @@ async def _service(cfg: dict[str, Any]) -> dict[str, Any]:
             cfg["url"],
             cfg["app_id"],
             cfg["secret"],
-            track_retry=RetryPolicy(attempts=60, initial_s=0.05, max_s=0.3, deadline_s=20),
         )
         peer = PeerConfig(recovery=Backoff(initial_s=0.1, max_s=1.0))
         bridges = [

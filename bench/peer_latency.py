@@ -72,7 +72,7 @@ from media.audio.opus import OpusDecoder, OpusEncoder
 from media.audio.packet import FRAME_SAMPLES, SAMPLE_RATE_HZ, OpusPacket
 from media.audio.source import OpusSource
 from media.peer import PeerState, RealtimePeer
-from media.realtime import RealtimeClient, RetryPolicy
+from media.realtime import RealtimeClient
 from media.sfu import LocalSFU
 from media.sfu import forwarder as sfu_forwarder
 
@@ -445,7 +445,6 @@ async def bench(args: argparse.Namespace) -> int:
             sfu.base_url,
             sfu.app_id,
             sfu.app_secret,
-            track_retry=RetryPolicy(attempts=100, initial_s=0.05, max_s=0.2, deadline_s=15),
         ) as client,
     ):
         publisher, subscriber = RealtimePeer(client), RealtimePeer(client)

@@ -18,7 +18,7 @@ import discord
 from discord.ext import voice_recv
 
 from media.bridge import Bridge, BridgeConfig
-from media.peer import PeerConfig
+from media.peer import PeerConfig, PeerEvent
 from media.realtime import RealtimeClient
 from media.rooms import MemberKind, RoomDirectory
 
@@ -91,6 +91,7 @@ class BridgeManager:
         metrics.watch_voice(
             lambda: [(a.link.counters, len(a.link.speakers)) for a in self._active.values()]
         )
+        metrics.watch_media(lambda: [a.bridge.counters() for a in self._active.values()])
 
     def _lock(self, guild_id: int) -> asyncio.Lock:
         return self._locks.setdefault(guild_id, asyncio.Lock())
@@ -113,6 +114,7 @@ class BridgeManager:
                 peer=self._peer_config,
             )
             bridge = Bridge(room, self._realtime, self._directory, config)
+            bridge.peer.on_event(lambda event: self._observe_peer(bridge, event))
             await bridge.start()
             try:
                 voice = await channel.connect(
@@ -145,11 +147,16 @@ class BridgeManager:
             finally:
                 await active.bridge.stop()
                 self._metrics.retire_voice(active.link.counters)
+                self._metrics.retire_media(active.bridge.counters())
             logger.info(
                 "bridge down guild=%s channel=%s room=%s reason=%s",
                 guild_id, active.channel_id, active.room, reason,
             )
             return active
+
+    def _observe_peer(self, bridge: Bridge, event: PeerEvent) -> None:
+        if event is PeerEvent.RECOVERED and bridge.peer.last_recovery_s is not None:
+            self._metrics.recovery_seconds.observe(bridge.peer.last_recovery_s)
 
     async def stop_all(self, reason: str) -> None:
         await asyncio.gather(

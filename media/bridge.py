@@ -6,9 +6,10 @@ unpublished when it leaves. Output: a never-ending 20 ms PCM stream made from ev
 member's tracks — never its own — through jitter buffers and the mixer (`read_frame()` for a
 consumer with its own clock, `frames()` paced from a wall-clock origin otherwise).
 
-The bridge follows the room directory: late joiners and their tracks are subscribed, leavers
-unsubscribed, and tracks republished under a new session after a peer recovered are picked up
-again. Its own speakers' speaking state goes back into the directory.
+The bridge follows the room through a `RoomFollower` (the reconciler): late joiners and their
+tracks are subscribed, leavers unsubscribed, and tracks republished under a new session after
+a recovery are picked up again. After its own peer recovered it announces its tracks under the
+new session. Its own speakers' speaking state goes back into the directory.
 """
 
 from __future__ import annotations
@@ -21,24 +22,16 @@ from dataclasses import dataclass, field
 
 from .audio import FRAME_MS, FRAME_SAMPLES, OPUS_SILENCE_FRAME, SAMPLE_RATE_HZ
 from .audio.inbound import InboundOpus
-from .audio.mixdown import Mixdown
+from .audio.mixdown import Mixdown, StreamTotals
 from .audio.mixer import Pcm
 from .audio.source import OpusSource
 from .backoff import Backoff
-from .peer import PeerConfig, PeerEvent, RealtimePeer
-from .realtime import RealtimeClient, RealtimeError
-from .rooms import (
-    MemberJoined,
-    MemberKind,
-    MemberLeft,
-    RoomDirectory,
-    RoomEvent,
-    TrackInfo,
-    TrackPublished,
-    TrackRemoved,
-)
+from .follower import RoomFollower
+from .peer import PeerConfig, PeerEvent, PeerUnavailable, RealtimePeer
+from .realtime import RealtimeClient, RealtimeError, TrackLocator
+from .rooms import MemberKind, RoomDirectory, TrackInfo
 
-__all__ = ["Bridge", "BridgeConfig", "SpeakerInput"]
+__all__ = ["Bridge", "BridgeConfig", "BridgeCounters", "SpeakerInput"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +41,8 @@ KEEPALIVE_S = 5.0
 """A quiet speaker's track gets a silence frame this often: the SFU collects tracks that
 receive nothing for 30 s, and muting must never look like leaving."""
 TICK_S = 0.1
-SUBSCRIBE_RETRY = Backoff(initial_s=0.2, max_s=2.0, attempts=8)
+PUBLISH_RETRY = Backoff(initial_s=0.2, max_s=2.0)
+"""A speaker whose publish failed is tried again on its next packet after this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +51,21 @@ class BridgeConfig:
     display_name: str
     kind: MemberKind = MemberKind.DISCORD
     peer: PeerConfig = field(default_factory=PeerConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeCounters:
+    """Everything the bridge lost, concealed or rebuilt since it started (monotonic)."""
+
+    streams: StreamTotals
+    decode_errors: int
+    source_dropped: int
+    """Packets of this bridge's speakers dropped before they could be sent (a stalled sender)."""
+    peer_recoveries: int
+    resyncs: int
+    """Room event streams re-entered from a snapshot."""
+    pull_failures: int
+    """Subscription attempts that failed and were retried."""
 
 
 class SpeakerInput:
@@ -70,6 +79,8 @@ class SpeakerInput:
         self._bridge = bridge
         self._published = False
         self._publishing: asyncio.Task[None] | None = None
+        self._publish_failures = 0
+        self._publish_not_before = 0.0
         self._origin: tuple[float, int] | None = None  # wall clock -> timestamp, for None
         self.last_packet_at = 0.0
         self.last_voice_at = 0.0
@@ -85,7 +96,7 @@ class SpeakerInput:
         if payload != OPUS_SILENCE_FRAME:
             self.last_voice_at = now
         self.source.push(payload, timestamp)
-        if self._publishing is None:
+        if self._publishing is None and now >= self._publish_not_before:
             self._publishing = asyncio.create_task(
                 self._bridge._publish_speaker(self), name=f"publish-{self.track_name}"
             )
@@ -123,11 +134,9 @@ class Bridge:
         self._mixdown = Mixdown()
         self._speakers: dict[str, SpeakerInput] = {}
         self._published: dict[str, TrackInfo] = {}  # track name -> as announced
-        self._subscriptions: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._inbounds: dict[tuple[str, str], InboundOpus] = {}
-        self._tracks_of: dict[str, set[TrackInfo]] = {}  # other member id -> its tracks
+        self._follower = RoomFollower(room, config.member_id, directory, self._peer, self)
         self._tasks: list[asyncio.Task[None]] = []
-        self._events_cm: object | None = None
+        self._source_dropped = 0  # of speakers that left
         self._stopped = False
 
     @property
@@ -138,33 +147,47 @@ class Bridge:
     def mixdown(self) -> Mixdown:
         return self._mixdown
 
+    @property
+    def follower(self) -> RoomFollower:
+        return self._follower
+
+    def counters(self) -> BridgeCounters:
+        return BridgeCounters(
+            streams=self._mixdown.totals(),
+            decode_errors=self._mixdown.stats.decode_errors,
+            source_dropped=self._source_dropped
+            + sum(s.source.dropped for s in self._speakers.values()),
+            peer_recoveries=self._peer.recoveries,
+            resyncs=self._follower.stats.resyncs,
+            pull_failures=self._follower.stats.pull_failures,
+        )
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self._peer.start()
         self._peer.on_event(self._on_peer_event)
-        await self._directory.join(self.room, self.config.member_id, self.config.kind, self.config.display_name)
-        self._events_cm = self._directory.events(self.room)
-        stream = await self._events_cm.__aenter__()  # type: ignore[attr-defined]
-        for member in await self._directory.members(self.room):
-            if member.member_id != self.config.member_id:
-                for track in member.tracks:
-                    self._want(member.member_id, track)
-        self._tasks = [
-            asyncio.create_task(self._follow(stream), name=f"bridge-events-{self.room}"),
-            asyncio.create_task(self._tick(), name=f"bridge-tick-{self.room}"),
-        ]
-        logger.info("bridge started room=%s member=%s session_id=%s", self.room, self.config.member_id, self._peer.session_id)
+        await self._directory.join(
+            self.room, self.config.member_id, self.config.kind, self.config.display_name
+        )
+        await self._follower.start()
+        self._tasks = [asyncio.create_task(self._tick(), name=f"bridge-tick-{self.room}")]
+        logger.info(
+            "bridge started room=%s member=%s session_id=%s",
+            self.room,
+            self.config.member_id,
+            self._peer.session_id,
+        )
 
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
-        for task in [*self._tasks, *self._subscriptions.values(), *self._publishing_tasks()]:
+        await self._follower.stop()
+        tasks = [*self._tasks, *self._publishing_tasks()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._subscriptions.values(), *self._publishing_tasks(), return_exceptions=True)
-        if self._events_cm is not None:
-            await self._events_cm.__aexit__(None, None, None)  # type: ignore[attr-defined]
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._directory.leave(self.room, self.config.member_id)
         await self._peer.close()
         self._mixdown.close()
@@ -186,11 +209,21 @@ class Bridge:
     async def _publish_speaker(self, speaker: SpeakerInput) -> None:
         try:
             await self._peer.publish(speaker.track_name, speaker.source)
-        except (RealtimeError, ValueError) as exc:
-            logger.warning("publish failed room=%s track=%s error=%s", self.room, speaker.track_name, exc)
-            speaker._publishing = None  # the next packet tries again
+        except (RealtimeError, PeerUnavailable, ValueError) as exc:
+            speaker._publish_failures += 1
+            delay = PUBLISH_RETRY.delay_s(speaker._publish_failures)
+            logger.warning(
+                "publish failed room=%s track=%s retry_in_s=%.2f error=%s",
+                self.room,
+                speaker.track_name,
+                delay,
+                exc,
+            )
+            speaker._publish_not_before = time.monotonic() + delay
+            speaker._publishing = None  # a packet after the delay tries again
             return
         speaker._published = True
+        speaker._publish_failures = 0
         await self._announce(speaker)
 
     async def _announce(self, speaker: SpeakerInput) -> None:
@@ -207,6 +240,7 @@ class Bridge:
         speaker = self._speakers.pop(track_name, None)
         if speaker is None:
             return
+        self._source_dropped += speaker.source.dropped
         if speaker._publishing is not None:
             await asyncio.gather(speaker._publishing, return_exceptions=True)
         track = self._published.pop(track_name, None)
@@ -230,71 +264,23 @@ class Bridge:
             await asyncio.sleep(max(0.0, origin + index * FRAME_MS / 1000 - time.monotonic()))
             yield self._mixdown.read_frame()
 
-    # -- following the room ---------------------------------------------------------------------
+    # -- following the room (RoomFollower's sink) ---------------------------------------------
 
-    def _want(self, member_id: str, track: TrackInfo) -> None:
-        self._tracks_of.setdefault(member_id, set()).add(track)
-        key = (track.session_id, track.track_name)
-        if key in self._subscriptions or self._stopped:
-            return
-        self._subscriptions[key] = asyncio.create_task(self._subscribe(track), name=f"subscribe-{key[1]}")
+    def added(self, track: TrackInfo, inbound: InboundOpus) -> None:
+        self._mixdown.add(TrackLocator(track.session_id, track.track_name), inbound)
 
-    async def _subscribe(self, track: TrackInfo) -> None:
-        key = (track.session_id, track.track_name)
-        for delay in SUBSCRIBE_RETRY.delays():
-            await asyncio.sleep(delay)
-            try:
-                inbound = await self._peer.subscribe(track.session_id, track.track_name)
-            except RealtimeError as exc:
-                logger.info("subscribe retry room=%s track=%s/%s error=%s", self.room, *key, exc)
-                continue
-            self._inbounds[key] = inbound
-            self._mixdown.add(key, inbound)
-            logger.info("bridge hears room=%s member=%s track=%s/%s", self.room, self.config.member_id, *key)
-            return
-        logger.warning("gave up subscribing room=%s track=%s/%s", self.room, *key)
-
-    async def _unwant(self, member_id: str, track: TrackInfo) -> None:
-        self._tracks_of.get(member_id, set()).discard(track)
-        key = (track.session_id, track.track_name)
-        task = self._subscriptions.pop(key, None)
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        self._mixdown.remove(key)
-        inbound = self._inbounds.pop(key, None)
-        if inbound is not None:
-            try:
-                await self._peer.unsubscribe(inbound)
-            except RealtimeError as exc:
-                logger.info("unsubscribe failed room=%s track=%s/%s error=%s", self.room, *key, exc)
-
-    async def _follow(self, stream: AsyncIterator[RoomEvent]) -> None:
-        async for event in stream:
-            try:
-                await self._apply(event)
-            except Exception:
-                logger.exception("room event failed room=%s event=%r", self.room, event)
-
-    async def _apply(self, event: RoomEvent) -> None:
-        if isinstance(event, MemberJoined) or event.member_id == self.config.member_id:
-            return
-        if isinstance(event, TrackPublished):
-            self._want(event.member_id, event.track)
-        elif isinstance(event, TrackRemoved):
-            await self._unwant(event.member_id, event.track)
-        elif isinstance(event, MemberLeft):
-            # A shared directory may expire a crashed member without removing its tracks.
-            for track in list(self._tracks_of.pop(event.member_id, ())):
-                await self._unwant(event.member_id, track)
+    def removed(self, track: TrackInfo) -> None:
+        self._mixdown.remove(TrackLocator(track.session_id, track.track_name))
 
     def _on_peer_event(self, event: PeerEvent) -> None:
-        if event is PeerEvent.RECOVERED:
-            # The peer republished under a new session id: tell the room where to find us.
-            for speaker in self._speakers.values():
-                if speaker._published:
-                    task = asyncio.create_task(self._announce(speaker))
-                    self._tasks.append(task)
+        if event is not PeerEvent.RECOVERED or self._stopped:
+            return
+        # The peer republished under a new session id: tell the room where to find us.
+        self._tasks = [t for t in self._tasks if not t.done()]
+        for speaker in self._speakers.values():
+            if speaker._published:
+                self._tasks.append(asyncio.create_task(self._announce(speaker)))
+        self._follower.wake()
 
     async def _tick(self) -> None:
         while True:

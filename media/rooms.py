@@ -128,8 +128,14 @@ class RoomDirectory(ABC):
     def events(self, room: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[RoomEvent]]:
         """`async with directory.events(room) as stream: async for event in stream: ...`
 
-        Events published after entering are delivered in order; take `members()` after
-        entering to combine a snapshot with the changes that follow it.
+        The contract every implementation keeps:
+        - Events published after entering are delivered in order; take `members()` after
+          entering to combine a snapshot with the changes that follow it.
+        - The stream ending (the iterator finishing) means delivery to this subscriber
+          stopped and events may have been missed: it fell too far behind, or a shared
+          directory lost its connection. The subscriber re-enters `events()` and takes a
+          fresh snapshot (`media/follower.py` does).
+        - Entering may raise when the directory is unreachable; the caller retries.
         """
 
 

@@ -57,7 +57,9 @@ class InboundOpus:
         self._ready.set()
 
     def restart(self) -> None:
-        """The sender changed (new connection): sequence numbering starts afresh."""
+        """The sender changed (new connection): sequence numbering starts afresh, and what
+        was queued from the old one is stale."""
+        self._queue.clear()
         self._lost_before = self._lost()
         self._base_seq = None
         self._received_since_base = 0

@@ -13,14 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .inbound import InboundOpus
 from .jitter import JitterBuffer
 from .mixer import Mixer, Pcm
 from .opus import OpusDecoder, OpusError
 
-__all__ = ["Mixdown", "MixdownStats"]
+__all__ = ["Mixdown", "MixdownStats", "StreamTotals"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,36 @@ class MixdownStats:
     single_frames: int = 0
     mixed_frames: int = 0
     decode_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTotals:
+    """What the streams lost or concealed, summed over live and removed ones (it never goes
+    backwards, so it can be exported as counters)."""
+
+    underruns: int = 0
+    late_dropped: int = 0
+    concealed_frames: int = 0
+    fec_recovered: int = 0
+    restarts: int = 0
+    inbound_dropped: int = 0
+
+    def __add__(self, other: StreamTotals) -> StreamTotals:
+        return StreamTotals(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(StreamTotals))
+        )
+
+
+def _totals(stream: _Stream) -> StreamTotals:
+    j = stream.jitter.stats
+    return StreamTotals(
+        j.underruns,
+        j.late_dropped,
+        j.plc_frames,
+        j.fec_recovered,
+        j.restarts,
+        stream.inbound.stats().dropped,
+    )
 
 
 @dataclass(slots=True)
@@ -51,6 +81,7 @@ class Mixdown:
         self._lock = threading.Lock()
         self._mixer = Mixer(channels=1)
         self.stats = MixdownStats()
+        self._removed = StreamTotals()
 
     def add(self, key: Hashable, inbound: InboundOpus) -> None:
         stream = _Stream(key, inbound, JitterBuffer(), OpusDecoder(channels=1))
@@ -62,7 +93,15 @@ class Mixdown:
             gone = [s for s in self._streams if s.key == key]
             self._streams = tuple(s for s in self._streams if s.key != key)
         for stream in gone:
+            self._removed += _totals(stream)
             stream.decoder.close()
+
+    def totals(self) -> StreamTotals:
+        streams = self._streams
+        total = self._removed
+        for stream in streams:
+            total += _totals(stream)
+        return total
 
     def playing(self) -> dict[Hashable, bool]:
         """Which streams produced audio in the last frame (for speaking indicators)."""

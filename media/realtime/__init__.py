@@ -1,7 +1,7 @@
 """Cloudflare Realtime HTTP clients: the SFU API (`RealtimeClient`) and TURN credentials
 (`TurnClient`), with typed request/response models and errors."""
 
-from .client import DEFAULT_TRACK_RETRY, MAX_TRACKS_PER_REQUEST, OfferHandler, RealtimeClient
+from .client import MAX_TRACKS_PER_REQUEST, OfferHandler, RealtimeClient
 from .errors import (
     CLOSE_TRACK_ERROR,
     EMPTY_TRACK_ERROR,
@@ -33,12 +33,12 @@ from .models import (
     TrackResult,
     TracksResult,
 )
-from .retry import RetryPolicy
+from .retry import HTTP_RETRY
 from .turn import TurnClient
 
 __all__ = [
     "CLOSE_TRACK_ERROR",
-    "DEFAULT_TRACK_RETRY",
+    "HTTP_RETRY",
     "EMPTY_TRACK_ERROR",
     "MAX_TRACKS_PER_REQUEST",
     "NOT_FOUND_TRACK_ERROR",
@@ -57,7 +57,6 @@ __all__ = [
     "RealtimeClient",
     "RealtimeError",
     "RealtimeItemError",
-    "RetryPolicy",
     "SessionDataChannel",
     "SessionDescription",
     "SessionGone",

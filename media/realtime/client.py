@@ -7,6 +7,11 @@ methods that may get an offer take `on_offer`: a coroutine that applies the offe
 peer connection and returns its answer, which the client sends before releasing the lock.
 For exchanges driven from outside (a push: offer, tracks/new, apply the answer) hold
 `negotiation(session_id)` around the whole exchange.
+
+Requests that change a session are sent once: they run under its lock, and nothing sleeps
+while holding a lock. A pull whose publisher is not sending yet comes back as an item error
+(not_found_track_error); whoever wants the track (the room reconciler, the page) tries again
+later. Requests outside a negotiation (sessions/new, GET) are retried under `retry`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from urllib.parse import quote
 
 import httpx
 
-from .errors import NOT_FOUND_TRACK_ERROR, RealtimeError
+from ..backoff import Backoff
+from .errors import RealtimeError
 from .locks import SessionLocks
 from .models import (
     CloseTracksResult,
@@ -35,10 +41,9 @@ from .models import (
     TracksResult,
 )
 from .rest import DEFAULT_TIMEOUT_S, ApiClient, ErrorObserver, RestApi
-from .retry import RetryPolicy, retry_attempts
+from .retry import HTTP_RETRY
 
 __all__ = [
-    "DEFAULT_TRACK_RETRY",
     "MAX_TRACKS_PER_REQUEST",
     "OfferHandler",
     "RealtimeClient",
@@ -47,9 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_TRACKS_PER_REQUEST = 64
-# A pull fails with not_found_track_error until the publisher's first packets arrive,
-# which can take a few seconds after its push was accepted.
-DEFAULT_TRACK_RETRY = RetryPolicy(attempts=8, initial_s=0.25, max_s=2.0, deadline_s=10.0)
 # datachannels/establish accepts only this channel (Cloudflare's OpenAPI).
 SERVER_EVENTS_CHANNEL = "server-events"
 
@@ -57,16 +59,12 @@ OfferHandler = Callable[[SessionDescription], Awaitable[SessionDescription]]
 """Applies an SFU offer to the peer connection and returns the answer to send back."""
 
 
-class _PullsPending(Exception):
-    """Some pulls still got not_found_track_error: retry them after a backoff."""
-
-
 class RealtimeClient(ApiClient):
     """Client of one Realtime app. Use as an async context manager (or call `aclose`).
 
     base_url is the API root including its version, e.g. "https://rtc.live.cloudflare.com/v1"
     or a local SFU's "http://127.0.0.1:PORT/v1". `retry` covers transport errors, 5xx and
-    425 on every request; `track_retry` covers pulls whose publisher is not sending yet.
+    425 on requests outside a negotiation (sessions/new, GET).
     """
 
     def __init__(
@@ -76,8 +74,7 @@ class RealtimeClient(ApiClient):
         app_secret: str,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        retry: RetryPolicy | None = None,
-        track_retry: RetryPolicy | None = None,
+        retry: Backoff | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         on_error: ErrorObserver | None = None,
     ) -> None:
@@ -89,11 +86,10 @@ class RealtimeClient(ApiClient):
             f"{self._base_url}/apps/{quote(app_id, safe='')}",
             app_secret,
             timeout_s=timeout_s,
-            retry=retry or RetryPolicy(),
+            retry=retry or HTTP_RETRY,
             transport=transport,
             on_error=on_error,
         )
-        self._track_retry = track_retry or DEFAULT_TRACK_RETRY
         self._locks = SessionLocks()
 
     def __repr__(self) -> str:
@@ -110,7 +106,11 @@ class RealtimeClient(ApiClient):
         *,
         correlation_id: str | None = None,
         thirdparty: bool = False,
+        retry: bool = True,
+        timeout_s: float | None = None,
     ) -> NewSessionResult:
+        """Create a session. `retry` False sends once (a caller that retries on its own
+        schedule, such as a peer's recovery, must not stack a second backoff under it)."""
         params = {"thirdparty": "true"} if thirdparty else {}
         if correlation_id is not None:
             params["correlationId"] = correlation_id
@@ -120,6 +120,8 @@ class RealtimeClient(ApiClient):
             op="sessions/new",
             body={"sessionDescription": offer.to_json()} if offer else None,
             params=params or None,
+            retry=retry,
+            timeout_s=timeout_s,
         )
         result = _decode(NewSessionResult.from_json, payload, "sessions/new")
         log.info("realtime session created op=sessions/new session_id=%s", result.session_id)
@@ -136,9 +138,8 @@ class RealtimeClient(ApiClient):
     ) -> TracksResult:
         """Push (local) or pull (remote) tracks.
 
-        Pulls failing with not_found_track_error are re-requested under `track_retry`
-        while no SDP is left for the caller to apply; other item errors are returned in
-        `TrackResult.error`. More than 64 tracks go in sequential batches, each of which
+        Item errors (a pull whose publisher is not sending yet: not_found_track_error) are
+        returned in `TrackResult.error`. More than 64 tracks go in sequential batches, each of which
         must finish its negotiation first: that needs `on_offer` and no caller offer (an
         offer describes the whole connection and cannot be split).
         """
@@ -150,7 +151,13 @@ class RealtimeClient(ApiClient):
         batches = _negotiated_batches(requests, offer, on_offer)
         async with self._locks.hold(session_id):
             results = [
-                await self._add_tracks(session_id, batch, offer, auto_discover, on_offer)
+                await self._tracks_call(
+                    session_id,
+                    "POST",
+                    "tracks/new",
+                    _tracks_body(batch, offer, auto_discover),
+                    on_offer,
+                )
                 for batch in batches
             ]
         return _merge(results)
@@ -214,7 +221,7 @@ class RealtimeClient(ApiClient):
                 if offer is not None:
                     body["sessionDescription"] = offer.to_json()
                 payload = await self._api.request(
-                    "PUT", path, op="tracks/close", session_id=session_id, body=body
+                    "PUT", path, op="tracks/close", session_id=session_id, body=body, retry=False
                 )
                 results.append(_decode(TracksResult.from_json, payload, "tracks/close"))
         return _merge(results)
@@ -225,6 +232,18 @@ class RealtimeClient(ApiClient):
             "GET", _session_path(session_id, ""), op="sessions/get", session_id=session_id
         )
         return _decode(SessionState.from_json, payload, "sessions/get")
+
+    async def probe_session(self, session_id: str, timeout_s: float) -> None:
+        """One GET of the session, no retry, within `timeout_s`: returns if the SFU knows it,
+        raises `SessionGone` if it does not, `TransientError` if the SFU did not answer."""
+        await self._api.request(
+            "GET",
+            _session_path(session_id, ""),
+            op="sessions/probe",
+            session_id=session_id,
+            retry=False,
+            timeout_s=timeout_s,
+        )
 
     async def datachannels_establish(
         self,
@@ -251,6 +270,7 @@ class RealtimeClient(ApiClient):
                 session_id=session_id,
                 body=body,
                 creates=True,
+                retry=False,
             )
             result = _decode(DataChannelTransportResult.from_json, payload, op)
             if await self._answer_offer(session_id, result.session_description, on_offer):
@@ -279,60 +299,6 @@ class RealtimeClient(ApiClient):
         body = {"dataChannels": [{"id": channel_id} for channel_id in ids]}
         return await self._datachannels_call(session_id, "PUT", "datachannels/close", body)
 
-    async def _add_tracks(
-        self,
-        session_id: str,
-        batch: tuple[TrackRequest, ...],
-        offer: SessionDescription | None,
-        auto_discover: bool,
-        on_offer: OfferHandler | None,
-    ) -> TracksResult:
-        """One tracks/new batch, re-requesting pulls whose publisher is not sending yet.
-
-        A retry is a new change on the session, so it happens only once the previous reply
-        left no SDP for the caller (no pending negotiation); the results are merged in place.
-        """
-        results: list[TrackResult] = []
-        pending: dict[int, TrackRequest] = {}  # index in results -> pull to re-request
-        reply = TracksResult(())
-
-        def log_retry(exc: BaseException, retry_number: int, delay_s: float) -> None:
-            log.info(
-                "realtime pull retry op=tracks/new session_id=%s error_code=%s pending=%d "
-                "retry=%d delay_s=%.3f",
-                session_id,
-                NOT_FOUND_TRACK_ERROR,
-                len(pending),
-                retry_number,
-                delay_s,
-            )
-
-        try:
-            async for attempt in retry_attempts(
-                self._track_retry, lambda exc: isinstance(exc, _PullsPending), log_retry
-            ):
-                with attempt:
-                    sent = tuple(pending.values()) if results else batch
-                    reply = await self._tracks_call(
-                        session_id,
-                        "POST",
-                        "tracks/new",
-                        _tracks_body(sent, offer, auto_discover),
-                        on_offer,
-                    )
-                    if results:
-                        pending = _merge_retried(results, pending, reply.tracks)
-                    else:
-                        results = list(reply.tracks)
-                        pending = _not_found_pulls(batch, results)
-                    if pending and reply.session_description is None:
-                        raise _PullsPending
-        except _PullsPending:
-            pass  # retries spent: the items keep their not_found_track_error
-        return TracksResult(
-            tuple(results), reply.session_description, reply.requires_immediate_renegotiation
-        )
-
     async def _tracks_call(
         self,
         session_id: str,
@@ -348,6 +314,7 @@ class RealtimeClient(ApiClient):
             session_id=session_id,
             body=body,
             creates=op == "tracks/new",
+            retry=False,
         )
         result = _decode(TracksResult.from_json, payload, op)
         for failed in result.failed:
@@ -385,6 +352,7 @@ class RealtimeClient(ApiClient):
             op="renegotiate",
             session_id=session_id,
             body={"sessionDescription": answer.to_json()},
+            retry=False,
         )
 
     async def _datachannels_call(
@@ -398,6 +366,7 @@ class RealtimeClient(ApiClient):
                 session_id=session_id,
                 body=body,
                 creates=op == "datachannels/new",
+                retry=False,
             )
         return _decode(DataChannelsResult.from_json, payload, op)
 
@@ -452,56 +421,6 @@ def _merge(results: Sequence[TracksResult]) -> TracksResult:
         last.session_description,
         last.requires_immediate_renegotiation,
     )
-
-
-def _is_not_found(result: TrackResult) -> bool:
-    return result.error is not None and result.error.error_code == NOT_FOUND_TRACK_ERROR
-
-
-def _matches(request: TrackRequest, result: TrackResult) -> bool:
-    """Pull results are matched by publisher session and track name (as partytracks does);
-    a result without sessionId matches on the name alone."""
-    return (
-        request.location == "remote"
-        and result.track_name == request.track_name
-        and result.session_id in (None, request.session_id)
-    )
-
-
-def _not_found_pulls(
-    requests: Sequence[TrackRequest], results: Sequence[TrackResult]
-) -> dict[int, TrackRequest]:
-    unmatched = list(requests)
-    pending = {}
-    for index, result in enumerate(results):
-        request = next((r for r in unmatched if _matches(r, result)), None)
-        if request is not None:
-            unmatched.remove(request)
-            if _is_not_found(result):
-                pending[index] = request
-    return pending
-
-
-def _merge_retried(
-    results: list[TrackResult],
-    pending: Mapping[int, TrackRequest],
-    retried: Sequence[TrackResult],
-) -> dict[int, TrackRequest]:
-    """Put the results of re-requested pulls in their original places; return what is
-    still pending (a pull the SFU did not answer for stays pending)."""
-    unmatched = list(retried)
-    still_pending = {}
-    for index, request in pending.items():
-        result = next((r for r in unmatched if _matches(request, r)), None)
-        if result is None:
-            still_pending[index] = request
-            continue
-        unmatched.remove(result)
-        results[index] = result
-        if _is_not_found(result):
-            still_pending[index] = request
-    results.extend(unmatched)  # unexpected extra items: kept, not dropped
-    return still_pending
 
 
 def _decode[T](decode: Callable[[Mapping[str, Any]], T], payload: Mapping[str, Any], op: str) -> T:

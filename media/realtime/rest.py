@@ -17,7 +17,8 @@ from typing import Any, Self
 import httpx
 
 from .errors import PeerNotReady, RealtimeError, TransientError, error_from_response
-from .retry import RetryPolicy, retry_attempts
+from ..backoff import Backoff
+from .retry import retry_attempts
 
 __all__ = ["ApiClient", "ErrorObserver", "RestApi"]
 
@@ -57,7 +58,7 @@ class RestApi:
         secret: str,
         *,
         timeout_s: float,
-        retry: RetryPolicy,
+        retry: Backoff,
         transport: httpx.AsyncBaseTransport | None = None,
         on_error: ErrorObserver | None = None,
     ) -> None:
@@ -88,12 +89,19 @@ class RestApi:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         creates: bool = False,
+        retry: bool = True,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Send with retries; return the JSON object of a 2xx response ({} for no body).
 
         `path` is relative to the base URL; `op` names the operation in logs and errors.
-        `creates` marks a request whose repetition could create something twice.
+        `creates` marks a request whose repetition could create something twice. `retry`
+        False sends once: a request made inside a session's negotiation must not sleep while
+        holding its lock; its caller's reconciler retries instead. `timeout_s` overrides the
+        client's timeout for this request (a health probe wants a short one).
         """
+        if not retry:
+            return await self._send(method, path, op, session_id, body, params, timeout_s)
 
         def log_retry(exc: BaseException, retry_number: int, delay_s: float) -> None:
             log.info(
@@ -109,7 +117,7 @@ class RestApi:
         should_retry = _retryable_creation if creates else _retryable
         async for attempt in retry_attempts(self._retry, should_retry, log_retry):
             with attempt:
-                return await self._send(method, path, op, session_id, body, params)
+                return await self._send(method, path, op, session_id, body, params, timeout_s)
         raise AssertionError("unreachable: stamina re-raises the last error")
 
     async def _send(
@@ -120,9 +128,13 @@ class RestApi:
         session_id: str | None,
         body: Mapping[str, Any] | None,
         params: Mapping[str, str] | None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
+        timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s
         try:
-            response = await self._http.request(method, path, json=body, params=params)
+            response = await self._http.request(
+                method, path, json=body, params=params, timeout=timeout
+            )
         except httpx.TransportError as exc:
             log.warning(
                 "realtime transport error op=%s session_id=%s error=%s",

@@ -14,7 +14,8 @@ import httpx
 from .errors import RealtimeError
 from .models import IceServers
 from .rest import DEFAULT_TIMEOUT_S, ApiClient, RestApi
-from .retry import RetryPolicy
+from ..backoff import Backoff
+from .retry import HTTP_RETRY
 
 __all__ = ["DEFAULT_TTL_S", "TurnClient"]
 
@@ -33,7 +34,7 @@ class TurnClient(ApiClient):
         api_token: str,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        retry: RetryPolicy | None = None,
+        retry: Backoff | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not key_id or not api_token:
@@ -44,7 +45,7 @@ class TurnClient(ApiClient):
             f"{self._base_url}/turn/keys/{quote(key_id, safe='')}",
             api_token,
             timeout_s=timeout_s,
-            retry=retry or RetryPolicy(),
+            retry=retry or HTTP_RETRY,
             transport=transport,
         )
 

@@ -30,7 +30,7 @@ from bot.web import api as web_api_module
 from media.backoff import Backoff
 from media.bridge import Bridge, BridgeConfig
 from media.peer import PeerConfig
-from media.realtime import RealtimeClient, RetryPolicy
+from media.realtime import RealtimeClient
 from media.rooms import InMemoryDirectory, MemberKind
 from media.sfu import LocalSFU
 from tests.e2e.test_sfu_chromium import CHROMIUM, CHROMIUM_ARGS
@@ -124,7 +124,6 @@ async def stack() -> AsyncIterator[Stack]:
             sfu.base_url,
             sfu.app_id,
             sfu.app_secret,
-            track_retry=RetryPolicy(attempts=40, initial_s=0.05, max_s=0.2, deadline_s=8),
         ) as realtime,
     ):
         directory = InMemoryDirectory()

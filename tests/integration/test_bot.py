@@ -95,6 +95,16 @@ async def test_link_then_join_bridges_the_channel(world):
         exported = service.metrics.render().decode()
         assert "switchboard_bridges 1.0" in exported
         assert "switchboard_discord_frames_sent_total" in exported
+        assert "switchboard_media_peer_recoveries_total 0.0" in exported
+
+        # The SFU forgets the bridge's session: it is rebuilt, counted and timed.
+        assert service.sfu is not None
+        registry = service.sfu.registry
+        await registry.discard(registry.get(active.bridge.peer.session_id))
+        await until(lambda: active.bridge.peer.recoveries == 1)
+        exported = service.metrics.render().decode()
+        assert "switchboard_media_peer_recoveries_total 1.0" in exported
+        assert "switchboard_peer_recovery_seconds_count 1.0" in exported
         status = await fake.send_interaction(guild, text, alice, "status")
         assert "Room **lobby**" in await status.final_text()
         left = await fake.send_interaction(guild, text, alice, "leave")

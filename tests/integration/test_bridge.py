@@ -13,7 +13,7 @@ import pytest
 from media.backoff import Backoff
 from media.bridge import Bridge, BridgeConfig
 from media.peer import PeerConfig
-from media.realtime import RealtimeClient, RetryPolicy
+from media.realtime import RealtimeClient
 from media.rooms import InMemoryDirectory, MemberKind, TrackInfo
 from tests.support.opus_source import OpusReplayTrack, encode_tone
 from tests.support.rtc import Client
@@ -28,7 +28,6 @@ FAST_PEER = PeerConfig(recovery=Backoff(initial_s=0.05, max_s=0.5))
 async def client(sfu):
     async with RealtimeClient(
         sfu.base_url, sfu.app_id, sfu.app_secret,
-        track_retry=RetryPolicy(attempts=40, initial_s=0.05, max_s=0.2, deadline_s=8),
     ) as realtime:
         yield realtime
 

@@ -23,7 +23,7 @@ from media.audio import OPUS_SILENCE_FRAME
 from media.backoff import Backoff
 from media.bridge import Bridge, BridgeConfig, SpeakerInput
 from media.peer import PeerConfig
-from media.realtime import RealtimeClient, RetryPolicy
+from media.realtime import RealtimeClient
 from media.rooms import InMemoryDirectory, MemberKind, TrackInfo
 from tests.fakes.discord import FakeDiscord, FakeGuild, FakeVoiceUser
 from tests.fakes.discord.audio import decode_opus, dominant_frequency, encode_tone, load_libopus
@@ -80,7 +80,6 @@ async def no_leaks() -> AsyncIterator[None]:
 async def realtime(sfu) -> AsyncIterator[RealtimeClient]:
     async with RealtimeClient(
         sfu.base_url, sfu.app_id, sfu.app_secret,
-        track_retry=RetryPolicy(attempts=40, initial_s=0.05, max_s=0.2, deadline_s=8),
     ) as client:
         yield client
 

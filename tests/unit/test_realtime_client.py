@@ -26,7 +26,6 @@ from media.realtime import (
     RealtimeClient,
     RealtimeError,
     RealtimeItemError,
-    RetryPolicy,
     SessionDescription,
     SessionGone,
     SessionState,
@@ -38,6 +37,7 @@ from media.realtime import (
     TurnClient,
     Unauthorized,
 )
+from media.backoff import Backoff
 from media.realtime.locks import SessionLocks
 
 pytestmark = pytest.mark.timeout(5)
@@ -47,8 +47,7 @@ SECRET = "s3cr3t-app-secret-0123456789abcdef"
 TURN_KEY = "turn-key-1"
 TURN_TOKEN = "turn-api-token-fedcba9876543210"
 APP = f"/v1/apps/{APP_ID}"
-FAST = RetryPolicy(attempts=3, initial_s=0.001, max_s=0.005, deadline_s=2.0)
-FAST_PULLS = RetryPolicy(attempts=4, initial_s=0.001, max_s=0.005, deadline_s=2.0)
+FAST = Backoff(attempts=3, initial_s=0.001, max_s=0.005, deadline_s=2.0)
 OFFER = SessionDescription("offer", "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n")
 ANSWER = SessionDescription("answer", "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\n")
 
@@ -126,9 +125,7 @@ async def cf() -> AsyncIterator[FakeCloudflare]:
 
 @pytest.fixture
 async def client(cf: FakeCloudflare) -> AsyncIterator[RealtimeClient]:
-    async with RealtimeClient(
-        cf.base_url, APP_ID, SECRET, retry=FAST, track_retry=FAST_PULLS
-    ) as realtime:
+    async with RealtimeClient(cf.base_url, APP_ID, SECRET, retry=FAST) as realtime:
         yield realtime
 
 
@@ -428,15 +425,41 @@ async def test_425_and_5xx_are_retried_until_success(
 ) -> None:
     code = "session_error" if first == 425 else "retryable_transient_error"
     cf.script(
-        "POST",
-        f"{APP}/sessions/s1/tracks/new",
+        "GET",
+        f"{APP}/sessions/s1",
         Reply(first, {"errorCode": code, "errorDescription": "later"}),
-        Reply(200, {"tracks": [{"mid": "0", "trackName": "mic"}]}),
+        Reply(200, {"tracks": []}),
     )
-    result = await client.new_tracks("s1", [TrackRequest.push("mic", "0")], OFFER)
-    assert result.tracks == (TrackResult("0", "mic"),)
+    assert await client.get_session("s1") == SessionState(())
     assert len(cf.requests) == 2
-    assert cf.requests[0].body == cf.requests[1].body
+
+
+@pytest.mark.parametrize("first", [425, 500, 503])
+async def test_changes_to_a_session_are_sent_once(
+    cf: FakeCloudflare, client: RealtimeClient, first: int
+) -> None:
+    # They run under the session's lock: no sleeping there; the caller's reconciler retries.
+    code = "session_error" if first == 425 else "retryable_transient_error"
+    reply = Reply(first, {"errorCode": code, "errorDescription": "later"})
+    cf.handler = _always(reply)
+    with pytest.raises(RealtimeError) as raised:
+        await client.new_tracks("s1", [TrackRequest.push("mic", "0")], OFFER)
+    assert raised.value.error_code == code
+    with pytest.raises(RealtimeError):
+        await client.renegotiate("s1", ANSWER)
+    with pytest.raises(RealtimeError):
+        await client.close_tracks("s1", ["0"], force=True)
+    assert len(cf.requests) == 3
+
+
+async def test_probe_is_one_short_request(cf: FakeCloudflare, client: RealtimeClient) -> None:
+    cf.handler = _always(Reply(503, {"errorCode": "backend_error", "errorDescription": "x"}))
+    with pytest.raises(TransientError):
+        await client.probe_session("s1", timeout_s=0.5)
+    assert len(cf.requests) == 1
+    cf.handler = _always(Reply(410, {"errorCode": "session_error", "errorDescription": "gone"}))
+    with pytest.raises(SessionGone):
+        await client.probe_session("s1", timeout_s=0.5)
 
 
 async def test_500_then_503_then_success(cf: FakeCloudflare, client: RealtimeClient) -> None:
@@ -466,13 +489,13 @@ async def test_425_exhausted_raises_peer_not_ready(
 ) -> None:
     cf.handler = _always(Reply(425, {"errorCode": "session_error", "errorDescription": "wait"}))
     with pytest.raises(PeerNotReady):
-        await client.renegotiate("s1", ANSWER)
+        await client.get_session("s1")
     assert len(cf.requests) == FAST.attempts
 
 
 async def test_deadline_bounds_retries(cf: FakeCloudflare) -> None:
     cf.handler = _always(Reply(503, {"errorCode": "backend_error", "errorDescription": "x"}))
-    policy = RetryPolicy(attempts=100, initial_s=0.05, max_s=0.05, deadline_s=0.3)
+    policy = Backoff(attempts=100, initial_s=0.05, max_s=0.05, deadline_s=0.3)
     async with RealtimeClient(cf.base_url, APP_ID, SECRET, retry=policy) as realtime:
         started = asyncio.get_running_loop().time()
         with pytest.raises(TransientError):
@@ -520,51 +543,21 @@ async def test_transport_error_is_retried_then_raised_as_transient(closed_port: 
 # --- per-item results ---------------------------------------------------------------------
 
 
-async def test_not_found_pull_is_retried_alone_then_resolved(
+async def test_not_found_pull_is_returned_at_once(
     cf: FakeCloudflare, client: RealtimeClient
 ) -> None:
     path = f"{APP}/sessions/sub/tracks/new"
     cf.script(
         "POST",
         path,
-        Reply(200, {"requiresImmediateRenegotiation": False, "tracks": [not_found("pub", "mic")]}),
         Reply(200, {"requiresImmediateRenegotiation": False, "tracks": [not_found("pub", "mic")]}),
         Reply(200, sfu_offer([{"mid": "3", "sessionId": "pub", "trackName": "mic"}])),
     )
     result = await client.new_tracks("sub", [pull("pub", "mic")])
-    assert len(cf.calls("POST", path)) == 3
-    assert all(r.body == cf.requests[0].body for r in cf.requests)
-    assert result.tracks == (TrackResult("3", "mic", "pub"),)
-    assert result.requires_immediate_renegotiation
-
-
-async def test_not_found_retry_resends_only_failed_pulls_and_merges_in_place(
-    cf: FakeCloudflare, client: RealtimeClient
-) -> None:
-    path = f"{APP}/sessions/sub/tracks/new"
-    cf.script(
-        "POST",
-        path,
-        # The SFU offers for the pull that worked: answer first, then retry the other.
-        Reply(
-            200,
-            sfu_offer(
-                [not_found("pubA", "mic"), {"mid": "1", "sessionId": "pubB", "trackName": "mic"}]
-            ),
-        ),
-        Reply(200, sfu_offer([{"mid": "2", "sessionId": "pubA", "trackName": "mic"}])),
-    )
-    cf.handler = _always(Reply(200, {}))  # renegotiate
-    result = await client.new_tracks(
-        "sub", [pull("pubA", "mic"), pull("pubB", "mic")], on_offer=answer_offer
-    )
-    kinds = [r.path.rsplit("/", 1)[-1] for r in cf.requests]
-    assert kinds == ["new", "renegotiate", "new", "renegotiate"]
-    assert cf.requests[2].body == {
-        "tracks": [{"location": "remote", "sessionId": "pubA", "trackName": "mic"}]
-    }
-    assert result.tracks == (TrackResult("2", "mic", "pubA"), TrackResult("1", "mic", "pubB"))
-    assert result.failed == () and result.session_description is None
+    assert len(cf.calls("POST", path)) == 1
+    (track,) = result.tracks
+    assert track.error == RealtimeItemError("not_found_track_error", "Track not found")
+    assert isinstance(track.error, RealtimeError)
 
 
 async def test_mixed_items_are_returned_per_item_without_retry_while_sdp_is_pending(
@@ -593,24 +586,13 @@ async def test_mixed_items_are_returned_per_item_without_retry_while_sdp_is_pend
     result = await client.new_tracks(
         "sub", [pull("pub", "mic"), pull("pub", "cam"), pull("pub", "screen")]
     )
-    assert len(cf.requests) == 1  # the caller must answer the offer before any retry
+    assert len(cf.requests) == 1
     ok, empty, missing = result.tracks
     assert ok == TrackResult("1", "mic", "pub")
     assert empty.mid is None and empty.error == RealtimeItemError("empty_track_error", "no media")
     assert missing.error is not None and missing.error.error_code == "not_found_track_error"
     assert result.failed == (empty, missing)
     assert result.session_description is not None
-
-
-async def test_not_found_retries_are_bounded_and_returned_not_raised(
-    cf: FakeCloudflare, client: RealtimeClient
-) -> None:
-    cf.handler = _always(Reply(200, {"tracks": [not_found("pub", "mic")]}))
-    result = await client.new_tracks("sub", [pull("pub", "mic")])
-    assert len(cf.requests) == FAST_PULLS.attempts
-    (track,) = result.tracks
-    assert track.error == RealtimeItemError("not_found_track_error", "Track not found")
-    assert isinstance(track.error, RealtimeError)
 
 
 # --- batching ------------------------------------------------------------------------------
@@ -938,7 +920,7 @@ async def test_a_create_that_never_connected_is_retried(closed_port: int, caplog
         f"http://127.0.0.1:{closed_port}/v1", "app", "secret", retry=FAST
     ) as unreachable:
         with pytest.raises(TransientError) as raised:
-            await unreachable.new_tracks("s1", [TrackRequest.push("mic", "0")], OFFER)
+            await unreachable.new_session()
     assert raised.value.sent is False
-    retries = [r for r in caplog.records if "realtime retry op=tracks/new" in r.getMessage()]
+    retries = [r for r in caplog.records if "realtime retry op=sessions/new" in r.getMessage()]
     assert len(retries) == FAST.attempts  # judged retryable at every failed attempt
