@@ -14,9 +14,12 @@ decrypted against the session as it is at that moment:
 A frame that does not decrypt may be early rather than bad: a sender switches to the new
 epoch's key once it has the commit, and its UDP frames can overtake the commit on our
 websocket. Such a frame is held, with that user's later frames queued behind it, and retried
-every `DAVE_RETRY_INTERVAL_S` for up to `DAVE_RETRY_MS`. It is given up (silence in its
-place, counted in `dave_failures`) at once when a later frame of the same user decrypts,
-since then it is really bad (tampered, replayed), not early, or when its time is up.
+every `DAVE_RETRY_INTERVAL_S` for up to `DAVE_RETRY_MS`. Held frames are always retried, in
+order, before a newer frame of the same user is decrypted: davey accepts a key's frames only
+in increasing nonce order from the first one it decrypts, so once a later frame has
+decrypted an earlier one never will. A held frame is given up (silence in its place, counted
+in `dave_failures`) only after a retry against the current state failed and either a later
+frame of that user decrypted (so it is bad: tampered, replayed) or its time is up.
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ class DaveDecryptor:
             self._counters.dave_held += 1
             logger.debug("DAVE frame held user=%d: does not decrypt yet", user_id)
         else:
+            # Earlier frames first: once this one decrypts, theirs would no longer.
+            self._retry_user(user_id, held)
             opus = self._decrypt(user_id, payload)
             held.append(HeldFrame(time.monotonic(), rtp_timestamp, payload, opus))
         self._release(user_id, held)
@@ -133,7 +138,10 @@ class DaveDecryptor:
                     self._counters.dave_late_decrypted += 1
 
     def _release(self, user_id: int, held: collections.deque[HeldFrame]) -> None:
-        """Deliver the user's held frames in order, as far as they are decrypted or given up."""
+        """Deliver the user's held frames in order, as far as they are decrypted or given up.
+
+        Call only right after a retry of the undecrypted ones against the current state.
+        """
         horizon = time.monotonic() - DAVE_RETRY_MS / 1000
         while held:
             frame = held[0]

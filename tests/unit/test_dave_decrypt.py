@@ -113,6 +113,32 @@ def assert_tone(packets: list[bytes]) -> None:
 
 
 @pytest.mark.timeout(10)
+async def test_a_held_frame_is_retried_before_a_later_frame_decrypts(call, tone):
+    """The race of issue 10: frame 3 overtakes the commit, frame 4 comes after it, before the
+    retry timer fires. Frame 3 must be delivered, not given up."""
+    received, counters = Received(), VoiceCounters()
+    decryptor = decryptor_for(call, received, counters)
+    for index in range(3):
+        send(call, decryptor, tone, index)
+    assert received.opus == tone[:3]
+
+    commit = call.add_joiner()
+    send(call, decryptor, tone, 3)  # encrypted with the new epoch's key: early for us
+    assert len(received.frames) == 3 and decryptor.held == 1
+    call.receiver.process_commit(commit)  # the transition reaches us over the websocket
+    for index in range(4, FRAMES):
+        send(call, decryptor, tone, index)  # no await in between: the retry timer cannot run
+
+    assert received.opus == tone, "a frame that would decrypt was not delivered as sent"
+    assert [ts for _, _, ts in received.frames] == [i * SAMPLES_PER_FRAME for i in range(FRAMES)]
+    assert counters.dave_failures == 0
+    assert counters.dave_held == 1 and counters.dave_late_decrypted == 1
+    assert decryptor.held == 0
+    assert_tone(received.opus[3:5])  # the held frame and the one after it
+    assert_tone(received.opus)
+
+
+@pytest.mark.timeout(10)
 async def test_a_held_frame_decrypts_on_a_retry_once_the_commit_arrives(call, tone):
     received, counters = Received(), VoiceCounters()
     decryptor = decryptor_for(call, received, counters)
