@@ -343,7 +343,7 @@ class RealtimePeer:
                 offer = await self._local_offer()
                 result = await self._client.close_tracks(self._session_id, [transceiver.mid or ""], offer)
                 await self._apply_answer(result.session_description)
-            # Reused by the next publish; the m-line is never stopped (DESIGN.md §4).
+            # Reused by the next publish, never stopped (docs/webrtc-interop.md §1.4).
             self._reusable.append(transceiver)
 
         await self._guarded(close)
