@@ -15,9 +15,9 @@ A frame that does not decrypt may be early rather than bad: a sender switches to
 epoch's key once it has the commit, and its UDP frames can overtake the commit on our
 websocket. Such a frame is held, with that user's later frames queued behind it, and retried
 every `DAVE_RETRY_INTERVAL_S` for up to `DAVE_RETRY_MS`. Held frames are always retried, in
-order, before a newer frame of the same user is decrypted: davey accepts a key's frames only
-in increasing nonce order from the first one it decrypts, so once a later frame has
-decrypted an earlier one never will. A held frame is given up (silence in its place, counted
+order, before a newer frame of the same user is decrypted: davey refuses any frame older than
+the first one it decrypted under a new key (gaps after that are tolerated), so once a later
+frame has opened the new epoch an earlier one never decrypts. A held frame is given up (silence in its place, counted
 in `dave_failures`) only after a retry against the current state failed and either a later
 frame of that user decrypted (so it is bad: tampered, replayed) or its time is up.
 """
@@ -106,6 +106,8 @@ class DaveDecryptor:
             self._retry_user(user_id, held)
             opus = self._decrypt(user_id, payload)
             held.append(HeldFrame(time.monotonic(), rtp_timestamp, payload, opus))
+            if opus is None:
+                self._counters.dave_held += 1
         self._release(user_id, held)
         self._schedule_retry()
 

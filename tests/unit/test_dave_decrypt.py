@@ -152,7 +152,8 @@ async def test_a_held_frame_decrypts_on_a_retry_once_the_commit_arrives(call, to
     await received.wait_for(3)
 
     assert received.opus == tone[:3]
-    assert counters.dave_failures == 0 and counters.dave_late_decrypted == 2
+    assert counters.dave_failures == 0
+    assert counters.dave_held == 2 and counters.dave_late_decrypted == 2
     assert_tone(received.opus)
 
 
