@@ -603,7 +603,7 @@ def load_main(conn, cfg: LoadConfig) -> None:
 
 
 class DecodeRelay:
-    """An SFU-like relay done the stock aiortc way (what DESIGN.md §4 measured as too slow).
+    """An SFU-like relay done the stock aiortc way (too slow: docs/webrtc-interop.md §1.2).
 
     POST /publish {sdp} -> {id, sdp}: the publisher's track is received by aiortc's stock
     RTCRtpReceiver (jitter buffer, decoder thread). POST /subscribe {sdp, publishers} -> {sdp}:

@@ -546,7 +546,7 @@ class RealtimePeer:
                     self._session_id, [transceiver.mid or ""], offer
                 )
                 await self._apply_answer(result.session_description)
-            # Reused by the next publish; the m-line is never stopped (DESIGN.md §4).
+            # Reused by the next publish, never stopped (docs/webrtc-interop.md §1.4).
             self._reusable.append(transceiver)
 
         try:

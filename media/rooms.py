@@ -3,7 +3,7 @@
 Cloudflare Realtime has no rooms; Switchboard keeps them. Every caller goes through the
 async `RoomDirectory` interface, and nothing outside it assumes that a room's members live in
 this process, so a shared implementation (Redis hashes with expiring member entries and a
-pub/sub channel per room, DESIGN.md §7) can replace `InMemoryDirectory` without touching
+pub/sub channel per room, docs/scale-out.md §3) can replace `InMemoryDirectory` without touching
 callers. Events are typed values delivered per room to each subscriber, in order.
 """
 

@@ -1,4 +1,4 @@
-"""SDP shaping that aiortc does not do but browsers and strict SFUs require (DESIGN.md §4b).
+"""SDP shaping that browsers and strict SFUs require of aiortc (docs/webrtc-interop.md §2).
 
 aiortc generates every offer from scratch with its own payload types and header-extension
 ids, answers with live ports and every mid in BUNDLE, and advertises opus without fmtp. A

@@ -6,8 +6,9 @@
     ...
     await link.stop()       # and disconnects
 
-`VoiceReceiver` (voice_recv sink + DAVE decrypt) and `BridgeSource` (the never-ending Opus
-source) are the two halves; `VoiceCounters` is what they count.
+`VoiceReceiver` (voice_recv sink, then `DaveDecryptor`) and `BridgeSource` (the never-ending
+Opus source) are the two halves; `VoiceCounters` is what they count. `compat` is the one module
+that touches discord.py's and voice_recv's internals.
 """
 
 from .counters import VoiceCounters

@@ -26,6 +26,10 @@ class VoiceCounters:
     dave_decrypted: int = 0
     dave_failures: int = 0
     """Frames DAVE refused to decrypt (tampered, replayed, unknown sender): replaced by silence."""
+    dave_held: int = 0
+    """Frames that did not decrypt at first and were held for a retry (maybe early)."""
+    dave_late_decrypted: int = 0
+    """Held frames that decrypted on a retry (they had overtaken a DAVE transition)."""
     dave_not_ready: int = 0
     """DAVE frames that arrived while our DAVE session had no group yet: replaced by silence."""
     unmapped_buffered: int = 0

@@ -14,8 +14,9 @@ all of it and disconnects.
 discord.py handles short outages by itself (voice websocket resume after 4015, reconnect
 after a server move); the link leaves the connection alone for `RECONNECT_GRACE_S` then.
 The voice websocket task dies on an exception discord.py does not catch (e.g. davey raising
-in its MLS handlers, gateway.py:1044/1048) while the client still says it is connected: the
-health check sees the finished task and rebuilds the connection.
+in its MLS handlers) while the client still says it is connected: the health check sees the
+finished task and rebuilds the connection. Every use of discord.py's and voice_recv's
+internals, and why, is in `compat`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from discord.ext import voice_recv
 from media.backoff import Backoff
 from media.bridge import Bridge, SpeakerInput
 
+from . import compat
 from .counters import VoiceCounters
 from .opus_loader import load_opus
 from .receive import VoiceReceiver
@@ -163,7 +165,10 @@ class VoiceLink:
         self._state = state
         logger.info(
             "voice link %s -> %s guild=%s channel=%s",
-            old.value, state.value, self.guild_id, self.channel_id,
+            old.value,
+            state.value,
+            self.guild_id,
+            self.channel_id,
         )
         for wanted, future in list(self._state_waiters):
             if wanted is state and not future.done():
@@ -223,7 +228,7 @@ class VoiceLink:
             if isinstance(current, voice_recv.VoiceRecvClient):
                 # Ours, or one a cancelled rejoin left half-connected.
                 await self._disconnect(current)
-            _reap(vc)
+            compat.reap(vc)
         if self._removals:
             await asyncio.gather(*self._removals, return_exceptions=True)
         for user_id in list(self._speakers):
@@ -272,7 +277,7 @@ class VoiceLink:
         await self._receiver.detach()
 
     async def _detach_player(self, vc: voice_recv.VoiceRecvClient) -> None:
-        player = getattr(vc, "_player", None)  # the thread vc.play() started
+        player = compat.player_thread(vc)
         vc.stop_playing()
         if player is not None and player.is_alive():
             await asyncio.to_thread(player.join, STOP_TIMEOUT_S)
@@ -283,7 +288,7 @@ class VoiceLink:
                 await vc.disconnect(force=True)
         except (TimeoutError, discord.DiscordException, OSError) as exc:
             logger.warning("voice disconnect failed guild=%s error=%r", self.guild_id, exc)
-        _reap(vc)
+        compat.reap(vc)
 
     def _is_current(self, vc: voice_recv.VoiceRecvClient) -> bool:
         """`vc` is still the guild's registered voice client (not cleaned up)."""
@@ -440,7 +445,8 @@ class VoiceLink:
             elif now - self._reconnecting_since > self._reconnect_grace_s:
                 logger.warning(
                     "voice reconnect stuck for %.0f s guild=%s: rebuilding",
-                    now - self._reconnecting_since, self.guild_id,
+                    now - self._reconnecting_since,
+                    self.guild_id,
                 )
                 await self._rejoin()
             return
@@ -451,9 +457,7 @@ class VoiceLink:
                 self._moved_since = now
                 self._set_state(VoiceLinkState.RECONNECTING)
             elif now - self._moved_since >= MOVE_SETTLE_S:
-                # A fresh connection, not vc.move_to(): after a move discord.py's socket reader
-                # keeps waiting on the old UDP socket (select() for up to 30 s) while the new
-                # one's IP discovery waits for it, so a move in a quiet call stalls that long.
+                # A fresh connection, not vc.move_to(), which stalls (compat, workaround 7).
                 logger.info(
                     "bot is in channel=%s, not its bridged channel=%s guild=%s: going back",
                     vc.channel.id if vc.channel is not None else None,
@@ -471,11 +475,12 @@ class VoiceLink:
     def _dead(self, vc: voice_recv.VoiceRecvClient) -> bool:
         if not self._is_current(vc):
             return True  # cleaned up: kicked, disconnected, or discord.py gave up
-        runner: asyncio.Task[Any] | None = getattr(vc._connection, "_runner", None)
-        if runner is not None and runner.done():
-            error = None if runner.cancelled() else runner.exception()
-            if error is not None:
-                logger.warning("voice websocket task died guild=%s error=%r", self.guild_id, error)
+        dead = compat.dead_voice_websocket(vc)
+        if dead is not None:
+            if dead.error is not None:
+                logger.warning(
+                    "voice websocket task died guild=%s error=%r", self.guild_id, dead.error
+                )
             return True
         return False
 
@@ -486,7 +491,7 @@ class VoiceLink:
         if self._is_current(old):
             await self._disconnect(old)  # moved away, stuck, or its websocket task died
         else:
-            _reap(old)
+            compat.reap(old)
         for delay in self._reconnect.delays():
             await asyncio.sleep(delay)
             guild = self._client.get_guild(self.guild_id)
@@ -508,7 +513,9 @@ class VoiceLink:
                 self.counters.reconnect_failures += 1
                 logger.warning(
                     "voice rejoin failed guild=%s channel=%s error=%r",
-                    self.guild_id, self.channel_id, exc,
+                    self.guild_id,
+                    self.channel_id,
+                    exc,
                 )
                 continue
             self.counters.reconnects += 1
@@ -516,17 +523,3 @@ class VoiceLink:
             await self._attach(vc)
             return
         logger.error("voice rejoin gave up guild=%s channel=%s", self.guild_id, self.channel_id)
-
-
-def _reap(vc: voice_recv.VoiceRecvClient) -> None:
-    """Cancel what discord.py left running for a voice client it disconnected.
-
-    Its websocket task can outlive the disconnect, e.g. waiting forever for an IP discovery
-    answer that the stopped socket reader will never deliver (voice_state.py
-    _potential_reconnect has no timeout).
-    """
-    connection = vc._connection
-    for name in ("_runner", "_connector"):
-        task = getattr(connection, name, None)
-        if task is not None and not task.done():
-            task.cancel()

@@ -8,28 +8,17 @@ One packet's way in:
 2. voice_recv's router thread calls our sink's `write()`, which only appends (SSRC, RTP
    timestamp, payload) to a deque and, once per batch, wakes the event loop with
    `call_soon_threadsafe`: it never blocks;
-3. on the event loop: SSRC -> user (voice_recv's map, filled from SPEAKING op 5), the DAVE
-   step (DESIGN.md §5), and the `deliver(user_id, opus, rtp_timestamp)` callback.
+3. on the event loop: SSRC -> user (voice_recv's map, filled from SPEAKING op 5), then the
+   DAVE step (`DaveDecryptor`, which may hold a frame that raced a DAVE transition), and the
+   `deliver(user_id, opus, rtp_timestamp)` callback.
 
 DAVE runs on the loop because discord.py changes the `davey.DaveSession` there (commits,
-welcomes, transitions): one thread owns the session's state on our side. Frames of the
-previous epoch still decrypt after a transition (davey keeps the old keys for a while). The
-other way round is a race: a sender may switch to the new epoch's key before the commit has
-reached us over the websocket (UDP overtakes TCP). A frame that fails to decrypt is therefore
-held, with that user's later frames behind it, and retried for up to `DAVE_RETRY_MS`; it is
-given up (silence, counted) at once when a later frame of the same user decrypts, since then
-it is really bad (tampered, replayed), not early.
+welcomes, transitions): one thread owns the session's state on our side.
 
-voice_recv 0.5.2a179 quirks handled here:
-- its jitter buffer holds the newest packet back until the next one arrives (`prefsize=1`,
-  buffer.py): +20 ms on every frame and a talk spurt's last frame stuck until the next spurt.
-  Our decoders get `prefsize=0`; ordering and loss concealment are the listeners' jitter
-  buffers' job (the room's, downstream), not ours;
-- `UDPKeepAlive` passes its 5000 (ms) to `time.sleep` (seconds): the thread outlives every
-  connection by 83 minutes. It is replaced by a no-op: our player sends 50 packets a second
-  for as long as we are connected, which keeps any NAT binding open;
-- frames from SSRCs not yet mapped are still routed to the sink (reader.py:178): we hold them
-  up to `UNMAPPED_HOLD_MS` and deliver them once SPEAKING maps the SSRC (Discord may send
+voice_recv's reader is ours (`compat.ReceiveReader`: prompt jitter buffers, no keepalive
+thread; see `compat`). Beyond that, what its behaviour asks of us here:
+- frames from SSRCs not yet mapped are still routed to the sink: we hold them up to
+  `UNMAPPED_HOLD_MS` and deliver them once SPEAKING maps the SSRC (Discord may send
   SPEAKING after a user's first packets);
 - gap fillers reach sinks with `opus == b""`: ignored (the room's jitter buffers conceal);
 - the reader's threads are stopped without being joined: `detach()` joins them.
@@ -40,21 +29,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import davey
 from discord.ext import voice_recv
-from discord.ext.voice_recv.buffer import HeapJitterBuffer
-from discord.ext.voice_recv.opus import PacketDecoder
-from discord.ext.voice_recv.reader import AudioReader
-from discord.ext.voice_recv.router import PacketRouter
 
-from media.audio import OPUS_SILENCE_FRAME
-
+from . import compat
 from .counters import VoiceCounters
+from .dave_decrypt import DaveDecryptor, DeliverFrame
 
 __all__ = ["DeliverFrame", "VoiceReceiver"]
 
@@ -66,16 +49,8 @@ UNMAPPED_MAX_FRAMES = UNMAPPED_HOLD_MS // 20 + 5
 """Per unmapped SSRC: a little more than the hold time's worth of 20 ms frames."""
 UNMAPPED_MAX_SSRCS = 32
 """Unknown SSRCs held at once; more is not a voice call, it is garbage."""
-DAVE_RETRY_MS = 150
-"""How long a frame that does not decrypt waits for a DAVE transition to reach us."""
-DAVE_RETRY_INTERVAL_S = 0.01
-DAVE_MAGIC = b"\xfa\xfa"
-"""The last two bytes of every DAVE frame (its magic marker)."""
 READER_JOIN_S = 2.0
 """voice_recv's event router polls its queue every 0.5 s: its thread ends within that."""
-
-DeliverFrame = Callable[[int, bytes, int], None]
-"""`deliver(user_id, opus_payload, rtp_timestamp)`, called on the event loop."""
 
 
 class VoiceReceiver:
@@ -92,19 +67,16 @@ class VoiceReceiver:
         *,
         on_reader_ended: Callable[[Exception | None], None] | None = None,
     ) -> None:
-        self._deliver = deliver
         self._counters = counters
         self._on_reader_ended = on_reader_ended
         self._loop: asyncio.AbstractEventLoop | None = None
         self._vc: voice_recv.VoiceRecvClient | None = None
-        self._reader: AudioReader | None = None
+        self._reader: compat.ReceiveReader | None = None
         self._inbox: collections.deque[tuple[int, int, bytes]] = collections.deque()
         self._scheduled = False
         self._pending: dict[int, collections.deque[tuple[float, int, bytes]]] = {}
         self._user_of_ssrc: dict[int, int] = {}
-        # user -> frames waiting on DAVE: [arrived at, rtp timestamp, payload, opus or None]
-        self._undecrypted: dict[int, collections.deque[list[Any]]] = {}
-        self._retry: asyncio.TimerHandle | None = None
+        self._dave = DaveDecryptor(deliver, counters, self._dave_state)
 
     # -- lifecycle (event loop) -------------------------------------------------------------
 
@@ -121,10 +93,9 @@ class VoiceReceiver:
         self._vc = vc
         self._pending.clear()
         self._user_of_ssrc.clear()
-        reader = _Reader(_Sink(self), vc, after=self._reader_after)
+        reader = compat.ReceiveReader(_Sink(self), vc, after=self._reader_after)
         self._reader = reader
-        vc._reader = reader  # the websocket hook and SSRC mapping reach the reader through it
-        reader.start()
+        compat.install_reader(vc, reader)
         logger.debug("receiving guild=%s channel=%s", vc.guild.id, vc.channel.id)
 
     async def detach(self) -> None:
@@ -133,17 +104,10 @@ class VoiceReceiver:
         self._reader = None
         if reader is None:
             return
-        if vc is not None and vc._reader is reader:
-            vc.stop_listening()  # also clears vc._reader
-        elif reader.is_listening():
-            reader.stop()
-        threads = [reader.packet_router, reader.event_router, reader.speaking_timer]
-        await asyncio.to_thread(_join, threads, reader, READER_JOIN_S)
+        compat.remove_reader(vc, reader)
+        await asyncio.to_thread(compat.join_reader, reader, READER_JOIN_S)
         self._inbox.clear()
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        self._undecrypted.clear()
+        self._dave.clear()
 
     def _reader_after(self, error: Exception | None) -> None:
         # voice_recv's stopper thread, once the reader stopped (ours or a disconnect's doing).
@@ -196,7 +160,7 @@ class VoiceReceiver:
 
     def _user_id(self, ssrc: int) -> int | None:
         vc = self._vc
-        user_id = vc._get_id_from_ssrc(ssrc) if vc is not None else None
+        user_id = compat.user_id_of_ssrc(vc, ssrc) if vc is not None else None
         if user_id is not None:
             self._user_of_ssrc[ssrc] = user_id
         return user_id
@@ -252,71 +216,10 @@ class VoiceReceiver:
         if vc is not None and user_id == vc.user.id:
             self._counters.own_dropped += 1
             return
-        waiting = self._undecrypted.get(user_id)
-        opus = self._dave_decrypt(user_id, payload)
-        if waiting is None and opus is not None:
-            self._deliver(user_id, opus, timestamp)
-            return
-        if waiting is None:
-            waiting = self._undecrypted[user_id] = collections.deque()
-        waiting.append([time.monotonic(), timestamp, payload, opus])
-        self._release(user_id)
-        if self._undecrypted and self._retry is None and self._loop is not None:
-            self._retry = self._loop.call_later(DAVE_RETRY_INTERVAL_S, self._retry_all)
+        self._dave.push(user_id, timestamp, payload)
 
-    def _retry_all(self) -> None:
-        self._retry = None
-        for user_id in list(self._undecrypted):
-            for entry in self._undecrypted[user_id]:
-                if entry[3] is None:
-                    entry[3] = self._dave_decrypt(user_id, entry[2])
-            self._release(user_id)
-        if self._undecrypted and self._loop is not None:
-            self._retry = self._loop.call_later(DAVE_RETRY_INTERVAL_S, self._retry_all)
-
-    def _release(self, user_id: int) -> None:
-        """Deliver a user's held frames in order, as far as they are decrypted or given up."""
-        waiting = self._undecrypted[user_id]
-        horizon = time.monotonic() - DAVE_RETRY_MS / 1000
-        while waiting:
-            arrived, timestamp, payload, opus = waiting[0]
-            if opus is None:
-                later_ok = any(entry[3] is not None for entry in waiting)
-                if not later_ok and arrived > horizon:
-                    break  # maybe early for a transition still on its way: wait
-                self._counters.dave_failures += 1
-                logger.debug("DAVE decrypt failed user=%d: silence in its place", user_id)
-                opus = OPUS_SILENCE_FRAME
-            waiting.popleft()
-            self._deliver(user_id, opus, timestamp)
-        if not waiting:
-            del self._undecrypted[user_id]
-
-    def _dave_decrypt(self, user_id: int, payload: bytes) -> bytes | None:
-        """The DAVE step of DESIGN.md §5: plain Opus, the silence frame, or None when the
-        frame does not decrypt (yet)."""
-        if payload == OPUS_SILENCE_FRAME:
-            # DAVE passes the silence frame through unencrypted.
-            self._counters.silence_frames += 1
-            return payload
-        connection = self._vc._connection if self._vc is not None else None
-        session: Any = connection.dave_session if connection is not None else None
-        encrypted = payload.endswith(DAVE_MAGIC)
-        if session is None or not session.ready:
-            if encrypted:
-                # A DAVE frame before our group exists (e.g. alone in the call until now).
-                self._counters.dave_not_ready += 1
-                return OPUS_SILENCE_FRAME
-            return payload  # a call without DAVE
-        if connection.dave_protocol_version == 0 and not encrypted:  # type: ignore[union-attr]
-            return payload  # downgraded call; frames still in flight from before do decrypt
-        try:
-            opus = session.decrypt(user_id, davey.MediaType.audio, payload)
-        except ValueError as exc:
-            logger.debug("DAVE decrypt failed user=%d error=%s", user_id, exc)
-            return None
-        self._counters.dave_decrypted += 1
-        return bytes(opus)
+    def _dave_state(self) -> compat.DaveState | None:
+        return compat.dave_state(self._vc) if self._vc is not None else None
 
 
 class _Sink(voice_recv.AudioSink):
@@ -334,52 +237,3 @@ class _Sink(voice_recv.AudioSink):
 
     def cleanup(self) -> None:
         pass
-
-
-class _NoKeepAlive:
-    """Stands in for voice_recv's `UDPKeepAlive` (see the module docstring)."""
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-class _Reader(AudioReader):
-    """voice_recv's reader with a jitter buffer that holds nothing back and no keepalive thread."""
-
-    def __init__(
-        self, sink: voice_recv.AudioSink, vc: voice_recv.VoiceRecvClient, *, after: Any
-    ) -> None:
-        super().__init__(sink, vc, after=after)
-        self.keepalive = _NoKeepAlive()  # type: ignore[assignment]
-        router = self.packet_router
-        router.get_decoder = _prompt_decoder_factory(router)  # type: ignore[method-assign]
-
-
-def _prompt_decoder_factory(router: PacketRouter) -> Callable[[int], PacketDecoder]:
-    """`PacketRouter.get_decoder`, but each new decoder's buffer releases packets at once."""
-
-    def get_decoder(ssrc: int) -> PacketDecoder:
-        with router._lock:
-            decoder = router.decoders.get(ssrc)
-            if decoder is None:
-                decoder = PacketDecoder(router, ssrc)
-                decoder._buffer = HeapJitterBuffer(prefsize=0)
-                router.decoders[ssrc] = decoder
-            return decoder
-
-    return get_decoder
-
-
-def _join(threads: list[threading.Thread], reader: AudioReader, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    for thread in threads:
-        while thread.is_alive() and time.monotonic() < deadline:
-            # The speaking timer can miss its one wake-up (voice_recv sets and clears its
-            # Event at once): nudge it until it sees the end flag.
-            reader.speaking_timer.notify()
-            thread.join(0.05)
-        if thread.is_alive():
-            logger.warning("voice_recv thread %s did not end within %.1f s", thread.name, timeout_s)

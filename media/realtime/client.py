@@ -1,4 +1,4 @@
-"""RealtimeClient: the Cloudflare Realtime SFU API (DESIGN.md §3), typed and serialized.
+"""RealtimeClient: the Cloudflare Realtime SFU API (docs/realtime-api.md), typed and serialized.
 
 Every change to one session runs under that session's lock, because Cloudflare keeps one
 offer/answer state machine per session and rejects overlapping changes. A negotiation can

@@ -1,6 +1,6 @@
 """Request and response bodies of the Cloudflare Realtime and TURN APIs as typed values.
 
-Field names follow the API as served (DESIGN.md §3): a publication is identified by the
+Field names follow the API as served (docs/realtime-api.md §4): a publication is identified by the
 publisher's `sessionId` plus `trackName` (there is no `trackId`), and a `mid` is local to
 one peer connection. `from_json` ignores keys it does not know, so additions on
 Cloudflare's side never break decoding; it raises ValueError when a field it needs is

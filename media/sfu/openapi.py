@@ -1,7 +1,7 @@
 """The OpenAPI 3.0 document of the local SFU's API (served at GET /openapi.json).
 
 It describes what this server answers, status by status, in Cloudflare Realtime's shapes
-(DESIGN.md §3): request bodies as `models.py` decodes them, and every response body the
+(docs/realtime-api.md): request bodies as `models.py` decodes them, and every response body the
 handlers produce. Response objects are closed (`additionalProperties: false`) so that the
 schema fuzz test (tests/integration/test_sfu_fuzz.py) notices when a handler and this
 document drift apart; request objects are open, because unknown fields are ignored.

@@ -105,7 +105,7 @@ class LocalSFU:
         logger.info("local sfu listening url=%s apps=%s", self.base_url, ",".join(self.config.apps))
 
     async def _on_shutdown(self, app: web.Application) -> None:
-        # Open peer connections keep the process alive after SIGTERM (DESIGN.md §4b.8).
+        # Open peer connections keep the process alive after SIGTERM (docs/webrtc-interop.md §2.7).
         await self.registry.stop()
 
     async def stop(self) -> None:

@@ -221,7 +221,7 @@ class SfuSession:
 
     async def _drop_stale_transceivers(self, offer: aiortc_sdp.SessionDescription) -> None:
         # A browser may recycle a closed m-line for a new mid; aiortc then keeps two
-        # transceivers on one m-line index and would pick the stale one (DESIGN.md §4b.5).
+        # transceivers on one m-line and would pick the stale one (docs/webrtc-interop.md §2.5).
         transceivers: list[RTCRtpTransceiver] = self.pc._RTCPeerConnection__transceivers  # type: ignore[attr-defined]
         stale = [
             t
@@ -245,7 +245,7 @@ class SfuSession:
             return
         if bundle.items[0] in rejected_mids(offer):
             # The browser moves to a new transport when the BUNDLE tag closes; aiortc cannot
-            # follow (DESIGN.md §4b.3). Say so at once so the client rebuilds its session.
+            # follow (docs/webrtc-interop.md §2.3): say so now, so the client rebuilds its session.
             raise ApiError(
                 410,
                 "session_error",

@@ -1,6 +1,6 @@
 """Real Chromium pages (fake microphone) push, pull, close and re-pull through the local SFU.
 
-Only a real browser shows what DESIGN.md §4b lists; aiortc on both ends misses all of it.
+Only a real browser shows what docs/webrtc-interop.md §2 lists; aiortc on both ends shows none.
 The page (tests/e2e/sfu_page) is served from its own origin on 127.0.0.1 and calls the SFU's
 HTTP API itself, cross-origin, as Cloudflare's echo example does. Audio is checked on the
 receiving side: Chrome's inbound-rtp stats (packets, energy, concealment), or decoded PCM
@@ -342,7 +342,7 @@ async def test_chrome_pulls_closes_and_repulls(
         await browser.open("a")
         if chrome_pushes_first:
             # Chrome offered first: the SFU's pull offers must keep Chrome's opus payload
-            # type and header-extension ids (DESIGN.md §4b.1).
+            # type and header-extension ids (docs/webrtc-interop.md §2.1).
             await browser.push_microphone("a", ["mic"])
         [mid] = await browser.pull("a", [(publisher.session_id, "tone")])
         first = await browser.hears("a", mid)
@@ -436,7 +436,7 @@ async def test_chrome_closes_pushed_tracks(browser: Browser, api: Api) -> None:
         assert {t["trackName"]: t["status"] for t in state["tracks"]} == {
             "mic-1": "active", "mic-2": "inactive"}
         # ...and the session stays usable: the first track still flows, a new push may
-        # recycle the closed m-line (DESIGN.md §4b.5), and a pull works.
+        # recycle the closed m-line (docs/webrtc-interop.md §2.5), and a pull works.
         [level] = await decoded_levels(subscriber, 1)
         assert level > -40, level
         [third] = await browser.push_microphone("a", ["mic-3"])
@@ -451,7 +451,7 @@ async def test_chrome_closes_pushed_tracks(browser: Browser, api: Api) -> None:
         await browser.hears("a", mid)
         await browser.assert_loopback_pair("a")
 
-        # Closing the BUNDLE tag would move Chrome to a new transport (DESIGN.md §4b.3): the
+        # Closing the BUNDLE tag moves Chrome to a new transport (docs/webrtc-interop.md §2.3): the
         # SFU says at once that the session is gone.
         started = time.monotonic()
         status, body = await browser.close("a", [first])

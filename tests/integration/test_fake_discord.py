@@ -110,7 +110,7 @@ async def collect_from_bot(session, count: int) -> list[bytes]:
 
 
 class SinkQueue:
-    """voice_recv hands frames out on its router thread; hop to the loop (DESIGN.md §5)."""
+    """Frames come on voice_recv's router thread: hop to the loop (docs/discord-voice.md §2)."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()

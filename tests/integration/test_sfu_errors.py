@@ -1,4 +1,4 @@
-"""Error paths of the local SFU, as Cloudflare Realtime serves them (DESIGN.md §3).
+"""Error paths of the local SFU, as Cloudflare Realtime serves them (docs/realtime-api.md §5).
 
 Every error is asserted with its exact HTTP status and `errorCode`, and every response but a
 204 must carry a JSON body (partytracks calls `.json()` on all of them). After bad requests

@@ -18,7 +18,7 @@ import discord
 import pytest
 from discord.ext import voice_recv
 
-from bot.voice import VoiceCounters, VoiceLink, VoiceLinkState, track_name
+from bot.voice import VoiceCounters, VoiceLink, VoiceLinkState, compat, track_name
 from media.audio import OPUS_SILENCE_FRAME
 from media.backoff import Backoff
 from media.bridge import Bridge, BridgeConfig, SpeakerInput
@@ -326,7 +326,7 @@ async def test_users_joining_and_leaving_mid_call_do_not_interrupt_the_others(ap
         alice_voice = await fake.user_joins_voice(guild, alice, voice)
         async with bridged(fake, guild, voice.id, realtime, directory) as (client, bridge, link, _):
             await dave.wait_for_members({alice.id, fake.bot.id})
-            session = link.voice_client._connection.dave_session
+            session = compat.dave_state(link.voice_client).session
             member = bridge.config.member_id
             alice_track, bob_track = track_name(guild.id, alice.id), track_name(guild.id, bob.id)
             async with (
@@ -441,7 +441,7 @@ async def test_without_dave_both_directions_work(api, realtime, directory):
         alice = fake.add_member(guild, "alice")
         alice_voice = await fake.user_joins_voice(guild, alice, voice)
         async with bridged(fake, guild, voice.id, realtime, directory) as (_, bridge, link, session):
-            assert link.voice_client._connection.dave_protocol_version == 0
+            assert compat.dave_state(link.voice_client).protocol_version == 0
             async with (
                 participant(api, directory, 1000.0) as web,
                 talking(alice_voice, encode_tone(300, TONE_FRAMES)) as sent,

@@ -5,7 +5,7 @@
 // Negotiation is strictly one step at a time (a queue): the service relays each step to
 // Realtime, which keeps one offer/answer state per session. Mute only disables the
 // microphone track (it then sends silence); its m-line is never closed, because closing the
-// first m-line of the BUNDLE group moves Chrome to a new transport (DESIGN.md §4b.3).
+// first m-line of the BUNDLE group moves Chrome to a new transport (docs/webrtc-interop.md §2.3).
 
 import { Api, ApiError } from "./api.js";
 

@@ -1,5 +1,5 @@
 """Opus test signals: encode tones with discord.py's own libopus binding, decode what the fake
-received, and find the dominant frequency. libopus is the one in the PyAV wheel (DESIGN.md §5)."""
+received, find the dominant frequency. libopus: the PyAV wheel's (docs/discord-voice.md §3)."""
 
 from __future__ import annotations
 

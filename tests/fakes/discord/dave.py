@@ -6,7 +6,7 @@ proposals, picks one commit per change, announces it (op 29) to the members, sen
 (op 30) to the joiners and executes the transition (op 22) once everyone said ready (op 23).
 One task owns all of it; participants only enqueue events, so nothing runs re-entrantly.
 
-Wire facts in DESIGN.md §6b; behaviour checked against discord.py 2.7.1
+Wire facts in docs/discord-voice.md §5; behaviour checked against discord.py 2.7.1
 `DiscordVoiceWebSocket.received_binary_message` and davey 0.1.7.
 """
 

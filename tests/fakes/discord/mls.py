@@ -1,7 +1,7 @@
 """The few MLS (RFC 9420) structures a DAVE voice server writes or must see through.
 
 The fake voice gateway is the group's *external sender*: it signs Add/Remove proposals with
-its own P-256 key and never holds group secrets. Facts in DESIGN.md §6b; all of it is
+its own P-256 key and never holds group secrets. Facts in docs/discord-voice.md §5; all of it is
 ciphersuite 2 (P-256, SHA-256) with `cryptography` only.
 """
 
