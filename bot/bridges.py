@@ -22,7 +22,7 @@ from media.peer import PeerConfig
 from media.realtime import RealtimeClient
 from media.rooms import MemberKind, RoomDirectory
 
-from .metrics import Metrics
+from .metrics import LinkQuality, Metrics, link_quality
 from .voice import VoiceCounters
 
 __all__ = ["ActiveBridge", "AlreadyBridged", "BridgeManager", "VoiceLinkLike"]
@@ -91,6 +91,7 @@ class BridgeManager:
         metrics.watch_voice(
             lambda: [(a.link.counters, len(a.link.speakers)) for a in self._active.values()]
         )
+        metrics.state.watch_links(self.link_quality)
 
     def _lock(self, guild_id: int) -> asyncio.Lock:
         return self._locks.setdefault(guild_id, asyncio.Lock())
@@ -150,6 +151,18 @@ class BridgeManager:
                 guild_id, active.channel_id, active.room, reason,
             )
             return active
+
+    async def link_quality(self) -> list[LinkQuality]:
+        """Each live bridge's link to its room (a bridge stopping meanwhile is left out)."""
+        active = list(self._active.values())
+        stats = await asyncio.gather(
+            *(a.bridge.peer.stats() for a in active), return_exceptions=True
+        )
+        return [
+            link_quality(a.guild_id, a.room, s)
+            for a, s in zip(active, stats, strict=True)
+            if not isinstance(s, BaseException)
+        ]
 
     async def stop_all(self, reason: str) -> None:
         await asyncio.gather(
