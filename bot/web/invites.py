@@ -1,4 +1,5 @@
-"""`InviteLinks`: the links `/bridge invite` and `python -m bot invite` hand out, `{public_url}/r/{room}#t={token}`.
+"""`InviteLinks`: the links `/bridge invite` and `python -m bot invite` hand out,
+`{public_url}/r/{room}#t={token}`.
 
 The token rides in the URL fragment: browsers send fragments neither to servers (so no
 access log or proxy sees it) nor in `Referer`. The page reads it and sends it once, in the
