@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from . import __version__
 from .config import (
@@ -155,6 +156,7 @@ def _run(settings: Settings) -> int:
         logger.info("config loaded path=%s", path.resolve())
     else:
         logger.info("config file absent path=%s: defaults and environment only", path.resolve())
+    _warn_on_loopback_links(settings)
     # The Realtime client logs its own retries with context; stamina's bare lines are noise.
     stamina.instrumentation.set_on_retry_hooks([])
     service = Service(settings, link_factory=VoiceLink)
@@ -164,3 +166,18 @@ def _run(settings: Settings) -> int:
         _fail(str(exc))
         return EXIT_STARTUP
     return 0
+
+
+def _warn_on_loopback_links(settings: Settings) -> None:
+    """Serving publicly while links point at loopback: links and sockets would fail."""
+    from media.sfu.server import LOOPBACK_HOSTS
+
+    link_host = urlsplit(settings.http.public_url).hostname or ""
+    if settings.http.host not in LOOPBACK_HOSTS and link_host in LOOPBACK_HOSTS:
+        logger.warning(
+            "http public_url=%s is a loopback address while HTTP listens on %s: set "
+            "SWITCHBOARD_HTTP_PUBLIC_URL to the address people open (invite links start "
+            "with it; WebSocket upgrades must come from it)",
+            settings.http.public_url,
+            settings.http.host,
+        )

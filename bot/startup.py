@@ -28,9 +28,7 @@ async def listening(host: str, port: int, setting: str, env: str) -> AsyncIterat
         why = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
             why = "the port is already in use by another process"
-        raise StartupError(
-            f"cannot listen on {host}:{port} ({setting}, env {env}): {why}"
-        ) from exc
+        raise StartupError(f"cannot listen on {host}:{port} ({setting}, env {env}): {why}") from exc
 
 
 async def open_store(path: Path) -> MappingStore:
@@ -63,8 +61,7 @@ def _likely_store_cause(error: BaseException) -> str:
         return "likely cause: a parent of the path is a file, not a directory"
     if "unable to open" in text or isinstance(error, IsADirectoryError):
         return (
-            "likely cause: the path is a directory, or a parent of it is not a writable "
-            "directory"
+            "likely cause: the path is a directory, or a parent of it is not a writable directory"
         )
     if "disk" in text or isinstance(error, OSError):
         return "likely cause: the disk is full or failing, or the file system refuses writes"

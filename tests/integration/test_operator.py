@@ -167,6 +167,9 @@ async def test_platform_port_serves_live_on_every_interface(tmp_path: Path) -> N
         assert f"http listening url=http://0.0.0.0:{port}" in await running.line_with(
             "http listening"
         )
+        # The links would still start with the default loopback public_url: said at start.
+        warning = await running.line_with("SWITCHBOARD_HTTP_PUBLIC_URL")
+        assert "is a loopback address while HTTP listens on 0.0.0.0" in warning
         running.process.send_signal(signal.SIGTERM)
         assert await running.finish() == 0, running.stderr
 
