@@ -4,7 +4,7 @@ PYTHON_VERSION ?= 3.12
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench venv
+.PHONY: run demo test bench venv
 
 $(VENV)/.installed: pyproject.toml scripts/find-python
 	scripts/find-python $(PYTHON_VERSION) -m venv $(VENV)
@@ -16,6 +16,9 @@ venv: $(VENV)/.installed
 
 run: venv
 	$(PY) -m bot
+
+demo: venv
+	$(PY) scripts/demo
 
 test: venv
 	scripts/ensure-chromium

@@ -1,1 +1,3 @@
 """The Switchboard service process: Discord bot, voice adapters, store, HTTP API."""
+
+__version__ = "0.1.0"

@@ -22,7 +22,7 @@ from media.peer import PeerConfig, PeerEvent
 from media.realtime import RealtimeClient
 from media.rooms import MemberKind, RoomDirectory
 
-from .metrics import Metrics
+from .metrics import LinkQuality, Metrics, link_quality
 from .voice import VoiceCounters
 
 __all__ = ["ActiveBridge", "AlreadyBridged", "BridgeManager", "VoiceLinkLike"]
@@ -92,6 +92,7 @@ class BridgeManager:
             lambda: [(a.link.counters, len(a.link.speakers)) for a in self._active.values()]
         )
         metrics.watch_media(lambda: [a.bridge.counters() for a in self._active.values()])
+        metrics.state.watch_links(self.link_quality)
 
     def _lock(self, guild_id: int) -> asyncio.Lock:
         return self._locks.setdefault(guild_id, asyncio.Lock())
@@ -157,6 +158,18 @@ class BridgeManager:
     def _observe_peer(self, bridge: Bridge, event: PeerEvent) -> None:
         if event is PeerEvent.RECOVERED and bridge.peer.last_recovery_s is not None:
             self._metrics.recovery_seconds.observe(bridge.peer.last_recovery_s)
+
+    async def link_quality(self) -> list[LinkQuality]:
+        """Each live bridge's link to its room (a bridge stopping meanwhile is left out)."""
+        active = list(self._active.values())
+        stats = await asyncio.gather(
+            *(a.bridge.peer.stats() for a in active), return_exceptions=True
+        )
+        return [
+            link_quality(a.guild_id, a.room, s)
+            for a, s in zip(active, stats, strict=True)
+            if not isinstance(s, BaseException)
+        ]
 
     async def stop_all(self, reason: str) -> None:
         await asyncio.gather(

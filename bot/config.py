@@ -6,7 +6,8 @@ Where values come from, highest priority first:
    `REALTIME_APP_SECRET`, `TURN_KEY_API_TOKEN`, `SWITCHBOARD_INVITE_SECRET`,
    `SWITCHBOARD_SFU_APP_SECRET`), and an override for every other scalar setting
    (`SWITCHBOARD_<TABLE>_<KEY>`, e.g. `SWITCHBOARD_HTTP_PORT`; the ids `REALTIME_APP_ID` and
-   `TURN_KEY_ID` keep Cloudflare's names). Empty variables count as unset.
+   `TURN_KEY_ID` keep Cloudflare's names). Empty variables count as unset. A PaaS's `PORT`
+   means HTTP on `0.0.0.0:$PORT`, unless `SWITCHBOARD_HTTP_HOST`/`_PORT` say otherwise.
 2. **config.toml** (path from `SWITCHBOARD_CONFIG`, default `./config.toml`) — settings and the
    static `[[bridges]]` mappings. A secret written there is refused, never used.
 3. the defaults documented on each field.
@@ -45,10 +46,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from media.sfu.server import LOOPBACK_HOSTS
 
+from .web.tokens import MIN_SECRET_BYTES
+
 __all__ = [
     "CLOUDFLARE_REALTIME_URL",
     "CONFIG_PATH_ENV",
     "DEFAULT_CONFIG_PATH",
+    "MIN_INVITE_SECRET_BYTES",
+    "PLATFORM_PORT_ENV",
     "BridgeMapping",
     "BridgeMode",
     "ConfigError",
@@ -61,6 +66,7 @@ __all__ = [
     "Snowflake",
     "StoreSettings",
     "TurnSettings",
+    "config_path",
     "describe_missing_token",
     "load_settings",
 ]
@@ -68,6 +74,11 @@ __all__ = [
 CONFIG_PATH_ENV = "SWITCHBOARD_CONFIG"
 DEFAULT_CONFIG_PATH = "config.toml"
 CLOUDFLARE_REALTIME_URL = "https://rtc.live.cloudflare.com/v1"
+PLATFORM_PORT_ENV = "PORT"
+"""The port a PaaS assigns to a `web` process; setting it also makes HTTP listen publicly."""
+PUBLIC_HOST = "0.0.0.0"
+MIN_INVITE_SECRET_BYTES = MIN_SECRET_BYTES
+GENERATE_SECRET_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 BridgeMode = Literal["manual", "auto"]
 """manual: the bot bridges on `/join`; auto: it joins when someone arrives, leaves when empty."""
@@ -92,6 +103,20 @@ def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _long_enough_key(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value().encode()) < MIN_INVITE_SECRET_BYTES:
+        raise PydanticCustomError(
+            "short_secret",
+            "expected at least {minimum} bytes (make one with: {hint})",
+            {"minimum": MIN_INVITE_SECRET_BYTES, "hint": GENERATE_SECRET_HINT},
+        )
+    return value
+
+
 RoomName = Annotated[str, AfterValidator(_room_name)]
 """A room name: 1-64 characters of `[a-z0-9_-]` (the same rule as `/bridge link`)."""
 HttpUrlStr = Annotated[str, BeforeValidator(_http_url)]
@@ -100,6 +125,8 @@ Snowflake = Annotated[int, Field(gt=0, lt=2**63)]
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
 ]
+LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lower)]
+InviteKey = Annotated[SecretStr | None, AfterValidator(_long_enough_key)]
 
 
 def _setting(default: Any, env: str | None, doc: str, **constraints: Any) -> Any:
@@ -182,18 +209,26 @@ class HttpSettings(_Section):
     """`[http]`: health (/live, /ready), /metrics and the web API for browser participants."""
 
     host: str = _setting(
-        "127.0.0.1", "SWITCHBOARD_HTTP_HOST", "Address to listen on.", min_length=1
+        "127.0.0.1",
+        "SWITCHBOARD_HTTP_HOST",
+        f"Address to listen on; {PUBLIC_HOST} when the platform sets {PLATFORM_PORT_ENV}.",
+        min_length=1,
     )
-    port: Port = _setting(8080, "SWITCHBOARD_HTTP_PORT", "TCP port (0: any free).")
+    port: Port = _setting(
+        8080,
+        "SWITCHBOARD_HTTP_PORT",
+        f"TCP port (0: any free); a PaaS's {PLATFORM_PORT_ENV} is used when this is not set.",
+    )
     public_url: HttpUrlStr = _setting(
         "http://127.0.0.1:8080",
         "SWITCHBOARD_HTTP_PUBLIC_URL",
         "URL browsers reach the web API at; invite links start with it.",
     )
-    invite_secret: SecretStr | None = _secret(
+    invite_secret: InviteKey = _secret(
         "SWITCHBOARD_INVITE_SECRET",
-        "Key that signs web invite links; without it a random key is made at each start "
-        "(links then stop working after a restart).",
+        f"Key that signs web invite links, at least {MIN_INVITE_SECRET_BYTES} bytes; without "
+        "it a random key is made at each start (links then stop working after a restart), "
+        "which only a loopback address may do.",
     )
 
 
@@ -266,6 +301,11 @@ class Settings(BaseSettings):
     log_level: LogLevel = _setting(
         "INFO", "SWITCHBOARD_LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR or CRITICAL."
     )
+    log_format: LogFormat = _setting(
+        "text",
+        "SWITCHBOARD_LOG_FORMAT",
+        '"text" (one readable line per record) or "json" (one JSON object per line).',
+    )
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings, description="[realtime]")
     turn: TurnSettings = Field(default_factory=TurnSettings, description="[turn]")
     sfu: SfuSettings = Field(default_factory=SfuSettings, description="[sfu]")
@@ -316,6 +356,18 @@ class Settings(BaseSettings):
                 cause="sfu.host",
                 host=self.sfu.host,
             )
+        if self.http.invite_secret is None and self.http.host not in LOOPBACK_HOSTS:
+            raise _combination_error(
+                "public_without_invite_secret",
+                "missing: HTTP listens on {host}, a public address, so invite links must "
+                "outlive a restart: set SWITCHBOARD_INVITE_SECRET to at least {minimum} random "
+                "bytes, the same value at every start (make one with: {hint})",
+                key="http.invite_secret",
+                cause="http.host",
+                host=self.http.host,
+                minimum=MIN_INVITE_SECRET_BYTES,
+                hint=GENERATE_SECRET_HINT,
+            )
         seen: dict[tuple[int, int], int] = {}
         for index, bridge in enumerate(self.bridges):
             first = seen.setdefault((bridge.guild_id, bridge.channel_id), index)
@@ -342,7 +394,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """`Settings()` reads os.environ and `$SWITCHBOARD_CONFIG`; prefer `load_settings()`."""
-        path, explicit = _config_path(None, os.environ)
+        path, explicit = config_path(environ=os.environ)
         return (
             init_settings,
             _EnvSource(settings_cls, os.environ),
@@ -393,6 +445,18 @@ class _EnvSource(PydanticBaseSettingsSource):
                 node = node.setdefault(part, {})
             node[path[-1]] = value
             self.origins[path] = env
+        self._platform_port(environ)
+
+    def _platform_port(self, environ: Mapping[str, str]) -> None:
+        """A PaaS routes its traffic to `$PORT` on every interface; explicit settings win."""
+        port = environ.get(PLATFORM_PORT_ENV, "").strip()
+        if not port:
+            return
+        http = self.values.setdefault("http", {})
+        for key, value in (("port", port), ("host", PUBLIC_HOST)):
+            if key not in http:
+                http[key] = value
+                self.origins[("http", key)] = PLATFORM_PORT_ENV
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self.values.get(field_name), field_name, False
@@ -414,13 +478,17 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 
 class ConfigError(Exception):
-    """Settings could not be loaded; `str(error)` is a human-readable, multi-line report."""
+    """Settings could not be loaded; `str(error)` is a human-readable report: one line for
+    one problem, else the summary and a line per problem."""
 
     def __init__(self, summary: str, problems: list[str] | tuple[str, ...] = ()) -> None:
         self.summary = summary
         self.problems = tuple(problems)
-        lines = [summary, *(f"  - {p}" for p in self.problems)]
-        super().__init__("\n".join(lines))
+        if len(self.problems) == 1:
+            text = f"{summary}: {self.problems[0]}"
+        else:
+            text = "\n".join([summary, *(f"  - {p}" for p in self.problems)])
+        super().__init__(text)
 
 
 class _TomlDocument:
@@ -649,9 +717,11 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 # -- entry points -----------------------------------------------------------------------------
 
 
-def _config_path(
-    path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+def config_path(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> tuple[Path, bool]:
+    """The config file `load_settings` reads, and whether it was named (so must exist)."""
+    environ = os.environ if environ is None else environ
     if path is not None:
         return Path(path), True
     if environ.get(CONFIG_PATH_ENV):
@@ -669,8 +739,8 @@ def load_settings(
     to `os.environ`.
     """
     environ = os.environ if environ is None else environ
-    config_path, explicit = _config_path(path, environ)
-    document = _TomlDocument.read(config_path, required=explicit)
+    file, explicit = config_path(path, environ)
+    document = _TomlDocument.read(file, required=explicit)
     env = _EnvSource(Settings, environ)
     try:
         # The same sources as `Settings()` uses, but with the caller's path and environment.
@@ -678,7 +748,7 @@ def load_settings(
     except ValidationError as exc:
         problems = [_describe(e, document, env.origins) for e in exc.errors()]
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        raise ConfigError(f"{config_path}: invalid settings ({count})", problems) from None
+        raise ConfigError(f"{file}: invalid settings ({count})", problems) from None
 
 
 def describe_missing_token() -> str:

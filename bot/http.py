@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], str | None]
 """Returns None when fine, else why the service is not ready (shown in /ready)."""
+REQUEST_GRACE_S = 2.0
+"""How long stopping waits for requests in flight: a slow client must not use up the
+shutdown budget that leaving voice and closing Realtime sessions need."""
 
 
 class HealthServer:
@@ -40,10 +43,13 @@ class HealthServer:
         return web.json_response(body, status=503 if failing else 200)
 
     async def _render_metrics(self, request: web.Request) -> web.Response:
+        await self._metrics.refresh()
         return web.Response(body=self._metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=REQUEST_GRACE_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()

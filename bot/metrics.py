@@ -3,23 +3,37 @@
 The voice plane counts in plain `VoiceCounters` per link (no metrics dependency on its hot
 paths); a collector sums them on scrape, adding the totals of links that have ended so the
 exported counters never go backwards.
+
+The service's state (rooms, web participants, each bridge's link quality) is read when
+/metrics is scraped (`refresh()`), from the room directory and the bridges' Realtime peers;
+the registry also carries the standard `process_*` collectors (memory, CPU, open FDs).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from media.bridge import BridgeCounters
+from media.peer import PeerStats
 from media.realtime import RealtimeError
+from media.rooms import MemberKind, RoomDirectory
 
 from .voice import VoiceCounters
 
-__all__ = ["Metrics"]
+__all__ = ["LinkQuality", "Metrics", "ServiceStateMetrics", "link_quality"]
 
 VOICE_FIELDS = tuple(f.name for f in dataclasses.fields(VoiceCounters))
 
@@ -112,6 +126,7 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
             registry=r,
         )
+        self.state = ServiceStateMetrics(r)
 
     def realtime_error(self, error: RealtimeError) -> None:
         self.realtime_errors.labels(code=error.error_code or "transport_error").inc()
@@ -133,5 +148,110 @@ class Metrics:
         for name, value in _media_values(counters).items():
             self._media.retired[name] += value
 
+    async def refresh(self) -> None:
+        """Read the service's state into its gauges; call before `render()` on a scrape."""
+        await self.state.refresh()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# -- the service's state, read on scrape --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkQuality:
+    """One bridge's link to its room, from its Realtime peer's statistics."""
+
+    guild_id: int
+    room: str
+    loss_ratio: float | None
+    """Packets lost / expected, over the tracks it receives; None before any arrived."""
+    jitter_s: float | None
+    """The worst interarrival jitter among its received tracks."""
+    rtt_s: float | None
+    """The worst round trip the SFU reported for its published tracks."""
+
+
+def link_quality(guild_id: int, room: str, stats: PeerStats) -> LinkQuality:
+    received = [t for t in stats.tracks if t.direction == "recv"]
+    lost = sum(max(t.lost, 0) for t in received)
+    expected = sum(t.packets for t in received) + lost
+    jitters = [t.jitter_ms for t in received if t.jitter_ms is not None]
+    rtts = [t.rtt_ms for t in stats.tracks if t.rtt_ms is not None]
+    return LinkQuality(
+        guild_id,
+        room,
+        loss_ratio=lost / expected if expected else None,
+        jitter_s=max(jitters) / 1000 if jitters else None,
+        rtt_s=max(rtts) / 1000 if rtts else None,
+    )
+
+
+LinkSource = Callable[[], Awaitable[Iterable[LinkQuality]]]
+
+
+async def _no_links() -> Iterable[LinkQuality]:
+    return ()
+
+
+class ServiceStateMetrics:
+    """Rooms, web participants and link quality per bridge, plus the process collectors."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.rooms = Gauge("switchboard_rooms", "Rooms with at least one member", registry=r)
+        self.web_participants = Gauge(
+            "switchboard_web_participants", "Browser participants in rooms", registry=r
+        )
+        labels = ["guild", "room"]
+        self.loss = Gauge(
+            "switchboard_link_loss_ratio",
+            "Share of packets lost on the tracks a bridge receives from its room",
+            labels,
+            registry=r,
+        )
+        self.jitter = Gauge(
+            "switchboard_link_jitter_seconds",
+            "Worst interarrival jitter among the tracks a bridge receives",
+            labels,
+            registry=r,
+        )
+        self.rtt = Gauge(
+            "switchboard_link_rtt_seconds",
+            "Worst round trip to the SFU among the tracks a bridge publishes",
+            labels,
+            registry=r,
+        )
+        ProcessCollector(registry=r)
+        self._directory: RoomDirectory | None = None
+        self._links: LinkSource = _no_links
+
+    def watch_directory(self, directory: RoomDirectory) -> None:
+        self._directory = directory
+
+    def watch_links(self, links: LinkSource) -> None:
+        """`links()` gives the link quality of each live bridge."""
+        self._links = links
+
+    async def refresh(self) -> None:
+        if self._directory is not None:
+            rooms = await self._directory.rooms()
+            web = 0
+            for room in rooms:
+                members = await self._directory.members(room)
+                web += sum(1 for m in members if m.kind is MemberKind.WEB)
+            self.rooms.set(len(rooms))
+            self.web_participants.set(web)
+        # Bridges come and go: export only the live ones, and a figure only where it exists.
+        for gauge in (self.loss, self.jitter, self.rtt):
+            gauge.clear()
+        for link in await self._links():
+            labels = {"guild": str(link.guild_id), "room": link.room}
+            for gauge, value in (
+                (self.loss, link.loss_ratio),
+                (self.jitter, link.jitter_s),
+                (self.rtt, link.rtt_s),
+            ):
+                if value is not None:
+                    gauge.labels(**labels).set(value)

@@ -4,7 +4,6 @@ shuts them down in order (voice first, then Realtime sessions, then the servers)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -22,10 +21,11 @@ from .client import SwitchboardBot
 from .config import Settings, describe_missing_token
 from .http import HealthServer
 from .metrics import Metrics
+from .startup import listening, open_store
 from .store import MappingStore
 from .web import WebApi, known_rooms
 
-__all__ = ["Service", "SHUTDOWN_BUDGET_S"]
+__all__ = ["SHUTDOWN_BUDGET_S", "Service"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ class Service:
             # load_settings already refused a non-loopback SFU without its own secret.
             secret = s.sfu.app_secret.get_secret_value() if s.sfu.app_secret else None
             self.sfu = LocalSFU(SfuConfig.serving(s.sfu.host, s.sfu.port, s.sfu.app_id, secret))
-            await self.sfu.start()
+            async with listening(s.sfu.host, s.sfu.port, "sfu.port", "SWITCHBOARD_SFU_PORT"):
+                await self.sfu.start()
             self.realtime = RealtimeClient(
                 self.sfu.base_url,
                 self.sfu.app_id,
@@ -92,12 +93,13 @@ class Service:
                 s.realtime.app_secret.get_secret_value(),
                 on_error=self.metrics.realtime_error,
             )
-        self.store = await MappingStore.open(s.store.path)
+        self.store = await open_store(s.store.path)
         loaded = await self.store.load_static(s.bridges)
         logger.info("static bridges loaded %s", loaded)
         self.bridges = BridgeManager(
             self.realtime, self.directory, self._link_factory, self.metrics, PeerConfig()
         )
+        self.metrics.state.watch_directory(self.directory)
         self.http = HealthServer(
             s.http.host,
             s.http.port,
@@ -110,7 +112,9 @@ class Service:
         )
         self.web.attach(self.http.app)
         await self.web.start()
-        await self.http.start()
+        http_env = "SWITCHBOARD_HTTP_PORT or PORT"
+        async with listening(s.http.host, s.http.port, "http.port", http_env):
+            await self.http.start()
         if s.discord.token is None:
             logger.warning("%s", describe_missing_token())
             return
@@ -168,15 +172,26 @@ class Service:
         logger.info("service stopped")
 
     async def run_until_signalled(self) -> None:
+        """Run until SIGINT or SIGTERM, then stop.
+
+        The handlers stay installed until the loop closes: a second signal while stopping is
+        logged and ignored, so leaving voice, closing Realtime sessions and releasing the
+        sockets always finish (within `SHUTDOWN_BUDGET_S`).
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stopping.set)
+            loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             await self.start()
             await self._stopping.wait()
-            logger.info("signal received: shutting down")
         finally:
-            with contextlib.suppress(Exception):
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
             await self.stop()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping.is_set():
+            logger.warning(
+                "signal received again signal=%s: ignored, shutdown continues", sig.name
+            )
+            return
+        logger.info("signal received signal=%s: shutting down", sig.name)
+        self._stopping.set()

@@ -73,7 +73,8 @@ JOIN_RATE = RateSpec(capacity=30, refill_per_s=1)
 ROOM_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 RoomCheck = Callable[[str], Awaitable[bool]]
-"""Whether a room exists (is linked to a voice channel, or has members)."""
+"""Whether a room exists (is linked to a voice channel, or has members); operator invites
+(`Invite.operator`) skip it."""
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 _API_HEADERS = {
@@ -316,14 +317,18 @@ class WebApi:
             held = self.signer.verify_credential(credential)
             granted_room, role, replaces = held.room, held.role, held.participant_id
             invite_id = held.invite_id or held.participant_id
+            operator = held.operator
         else:
             if not isinstance(token, str):
                 raise WebError(401, "token_invalid", 'send the invite token as {"token": ...}')
             invite = self.signer.verify_invite(token)
             granted_room, role, invite_id = invite.room, invite.role, invite.jti
+            operator = invite.operator
         if granted_room != room:
             raise WebError(403, "wrong_room", "this invite is for another room")
-        if not _valid_room(room) or not await self._room_exists(room):
+        # The operator may open rooms that exist only for the web; /bridge invites need a
+        # linked channel (or a room in use), so an unlinked room stops taking their joins.
+        if not _valid_room(room) or not (operator or await self._room_exists(room)):
             raise WebError(
                 404, "room_not_found", f"room {room} does not exist (no channel is linked to it)"
             )
@@ -338,10 +343,10 @@ class WebApi:
         if replaces is not None:
             await self.registry.remove(replaces, "rejoined")
         participant, grant = await self.registry.join(
-            room, role, name, CREDENTIAL_TTL_S, invite_id=invite_id
+            room, role, name, CREDENTIAL_TTL_S, invite_id=invite_id, operator=operator
         )
         issued, held_credential = self.signer.issue_credential(
-            participant.participant_id, room, role, invite_id=invite_id
+            participant.participant_id, room, role, invite_id=invite_id, operator=operator
         )
         return web.json_response(
             {
@@ -402,6 +407,7 @@ class WebApi:
             participant.room,
             participant.role,
             invite_id=participant.invite_id or None,
+            operator=participant.operator,
         )
         self.registry.credential_refreshed(participant, CREDENTIAL_TTL_S)
         grant: IceGrant | None = await self.registry.regrant_ice(participant)

@@ -1,4 +1,5 @@
-"""`InviteLinks`: the links `/bridge invite` hands out, `{public_url}/r/{room}#t={token}`.
+"""`InviteLinks`: the links `/bridge invite` and `python -m bot invite` hand out,
+`{public_url}/r/{room}#t={token}`.
 
 The token rides in the URL fragment: browsers send fragments neither to servers (so no
 access log or proxy sees it) nor in `Referer`. The page reads it and sends it once, in the
@@ -36,8 +37,9 @@ class InviteLinks:
         *,
         guild_id: int | None = None,
         created_by: int | None = None,
+        operator: bool = False,
     ) -> InviteLink:
         token, invite = self._signer.issue_invite(
-            room, role, ttl_s, guild_id=guild_id, created_by=created_by
+            room, role, ttl_s, guild_id=guild_id, created_by=created_by, operator=operator
         )
         return InviteLink(f"{self.public_url}/r/{room}#t={token}", invite)

@@ -141,6 +141,8 @@ class Participant:
     """Monotonic seconds after which it is removed unless the credential is refreshed."""
     invite_id: str = ""
     """The jti of the invite it joined with (first join, or the one before a rejoin)."""
+    operator: bool = False
+    """Joined with an operator's invite: its room need not be linked to a voice channel."""
     state: ParticipantState = ParticipantState.JOINED
     negotiation: Negotiation = Negotiation.STABLE
     published: PublishedTrack | None = None
@@ -248,6 +250,7 @@ class ParticipantRegistry:
         credential_ttl_s: float,
         *,
         invite_id: str = "",
+        operator: bool = False,
     ) -> tuple[Participant, IceGrant]:
         if len(self.in_room(room)) >= MAX_PARTICIPANTS_PER_ROOM:
             raise WebError(
@@ -271,6 +274,7 @@ class ParticipantRegistry:
             credential_deadline=now + credential_ttl_s + CREDENTIAL_GRACE_S,
             turn_granted_at=now,
             invite_id=invite_id,
+            operator=operator,
         )
         if grant.turn_username:
             participant.turn_usernames.append(grant.turn_username)

@@ -82,6 +82,9 @@ class Invite:
     jti: str
     guild_id: str | None = None
     created_by: str | None = None
+    operator: bool = False
+    """Minted by the operator (`python -m bot invite`), not `/bridge invite`: the room may
+    exist only for the web (no voice channel need be linked to it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,8 @@ class ParticipantCredential:
     invite_id: str | None = None
     """The `jti` of the invite the participant first joined with (kept across rejoins, so
     per-invite limits hold for rejoins too)."""
+    operator: bool = False
+    """Joined with an operator's invite (see `Invite.operator`), kept across rejoins."""
 
 
 class TokenSigner:
@@ -134,6 +139,7 @@ class TokenSigner:
         *,
         guild_id: int | str | None = None,
         created_by: int | str | None = None,
+        operator: bool = False,
     ) -> tuple[str, Invite]:
         if not 0 < ttl_s <= MAX_INVITE_TTL_S:
             raise ValueError(f"invite ttl_s must be within 1..{MAX_INVITE_TTL_S}")
@@ -146,6 +152,7 @@ class TokenSigner:
             jti=uuid.uuid4().hex,
             guild_id=None if guild_id is None else str(guild_id),
             created_by=None if created_by is None else str(created_by),
+            operator=operator,
         )
         claims: dict[str, Any] = {
             "iss": ISSUER,
@@ -160,6 +167,8 @@ class TokenSigner:
             claims["gid"] = invite.guild_id
         if invite.created_by is not None:
             claims["by"] = invite.created_by
+        if invite.operator:
+            claims["op"] = True
         return self._encode(claims), invite
 
     def verify_invite(self, token: str) -> Invite:
@@ -174,6 +183,7 @@ class TokenSigner:
             jti=_claim_str(claims, "jti"),
             guild_id=_optional_str(claims, "gid"),
             created_by=_optional_str(claims, "by"),
+            operator=claims.get("op") is True,
         )
 
     # -- participant credentials --------------------------------------------------------------
@@ -186,6 +196,7 @@ class TokenSigner:
         ttl_s: int = CREDENTIAL_TTL_S,
         *,
         invite_id: str | None = None,
+        operator: bool = False,
     ) -> tuple[str, ParticipantCredential]:
         now = int(self._clock())
         credential = ParticipantCredential(
@@ -196,6 +207,7 @@ class TokenSigner:
             issued_at=now,
             jti=uuid.uuid4().hex,
             invite_id=invite_id,
+            operator=operator,
         )
         claims: dict[str, Any] = {
             "iss": ISSUER,
@@ -209,6 +221,8 @@ class TokenSigner:
         }
         if invite_id is not None:
             claims["inv"] = invite_id
+        if operator:
+            claims["op"] = True
         return self._encode(claims), credential
 
     def verify_credential(self, token: str) -> ParticipantCredential:
@@ -223,6 +237,7 @@ class TokenSigner:
             issued_at=int(claims["iat"]),
             jti=_claim_str(claims, "jti"),
             invite_id=_optional_str(claims, "inv"),
+            operator=claims.get("op") is True,
         )
 
     # -- PyJWT ----------------------------------------------------------------------------------

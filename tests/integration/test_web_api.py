@@ -298,6 +298,31 @@ async def test_rejoin_with_a_credential_replaces_the_old_participant(world: Worl
     refusal(status, body, 403, "wrong_room")
 
 
+@pytest.mark.timeout(30)
+async def test_an_operator_invite_opens_a_room_for_the_web_only(world: World) -> None:
+    # "garden" is linked to no voice channel and has no members: only the operator's
+    # invite (python -m bot invite) may open it, and its participants keep that right.
+    discord_invite = world.signer.issue_invite("garden", Role.SPEAKER, 60, guild_id=42)[0]
+    status, body = await world.post("/api/rooms/garden/join", {"token": discord_invite})
+    refusal(status, body, 404, "room_not_found")
+    operator_invite = world.signer.issue_invite("garden", Role.SPEAKER, 60, operator=True)[0]
+    status, body = await world.post("/api/rooms/garden/join", {"token": operator_invite})
+    assert status == 200, body
+    ada = Joined(world, body["participantId"], body["credential"], body)
+    assert world.signer.verify_credential(ada.credential).operator
+    status, body = await ada.call("refresh")
+    assert status == 200, body
+    assert world.signer.verify_credential(body["credential"]).operator
+    await ada.call("leave")
+    assert await world.directory.members("garden") == []
+    # The room is empty again: a rejoin with the credential still gets in.
+    status, body = await world.post("/api/rooms/garden/join", {"credential": body["credential"]})
+    assert status == 200, body
+    assert [m.member_id for m in await world.directory.members("garden")] == [
+        body["participantId"]
+    ]
+
+
 # -- refusals: joining ---------------------------------------------------------------------------
 
 

@@ -18,12 +18,14 @@ from bot.config import (
 )
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
+KEY = "k" * 32
+"""An invite secret of the shortest accepted length."""
 
 SECRETS = {
     "DISCORD_TOKEN": "discord-token-sentinel-1",
     "REALTIME_APP_SECRET": "realtime-secret-sentinel-2",
     "TURN_KEY_API_TOKEN": "turn-token-sentinel-3",
-    "SWITCHBOARD_INVITE_SECRET": "invite-secret-sentinel-4",
+    "SWITCHBOARD_INVITE_SECRET": "invite-secret-sentinel-4-at-least-32-bytes",
     "SWITCHBOARD_SFU_APP_SECRET": "sfu-secret-sentinel-5",
 }
 
@@ -51,6 +53,7 @@ def test_defaults_when_no_config_file_exists(
     settings = load_settings(environ={})
     assert settings.backend == "local"
     assert settings.log_level == "INFO"
+    assert settings.log_format == "text"
     assert (settings.sfu.host, settings.sfu.port, settings.sfu.app_id) == (
         "127.0.0.1",
         8787,
@@ -134,7 +137,7 @@ room = "lobby"
 mode = "auto"
 """,
     )
-    settings = load_settings(path, {"REALTIME_APP_SECRET": "s"})
+    settings = load_settings(path, {"REALTIME_APP_SECRET": "s", "SWITCHBOARD_INVITE_SECRET": KEY})
     assert settings.backend == "cloudflare"
     assert settings.log_level == "DEBUG"
     assert settings.realtime.app_id == "abc123"
@@ -168,6 +171,7 @@ def test_environment_overrides_the_file_key_by_key(tmp_path: Path) -> None:
         "SWITCHBOARD_DISCORD_DEV_GUILD_ID": "42",
         "SWITCHBOARD_STORE_PATH": "/tmp/x.db",
         "DISCORD_TOKEN": "   ",  # blank counts as unset
+        "SWITCHBOARD_INVITE_SECRET": KEY,
     }
     settings = load_settings(path, environ)
     assert (settings.sfu.host, settings.sfu.port) == ("127.0.0.1", 9797)
@@ -445,3 +449,70 @@ def test_describe_missing_token_explains_how_to_get_one() -> None:
         "Use Voice Activity",
     ):
         assert needle in text
+
+
+# -- a PaaS process, the invite key, the log format ------------------------------------------------
+
+
+@pytest.mark.timeout(10)
+def test_platform_port_serves_http_on_every_interface(tmp_path: Path) -> None:
+    environ = {"PORT": "28321", "SWITCHBOARD_INVITE_SECRET": KEY}
+    settings = load_settings(write(tmp_path, ""), environ)
+    assert (settings.http.host, settings.http.port) == ("0.0.0.0", 28321)
+
+
+@pytest.mark.timeout(10)
+def test_platform_port_beats_the_file_but_not_explicit_variables(tmp_path: Path) -> None:
+    path = write(tmp_path, '[http]\nhost = "127.0.0.1"\nport = 8080\n')
+    settings = load_settings(path, {"PORT": "28321", "SWITCHBOARD_INVITE_SECRET": KEY})
+    assert (settings.http.host, settings.http.port) == ("0.0.0.0", 28321)
+    environ = {"PORT": "28321", "SWITCHBOARD_HTTP_HOST": "127.0.0.1", "SWITCHBOARD_HTTP_PORT": "9"}
+    settings = load_settings(path, environ)
+    assert (settings.http.host, settings.http.port) == ("127.0.0.1", 9)
+
+
+@pytest.mark.timeout(10)
+def test_a_bad_platform_port_names_the_variable(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "", {"PORT": "http", "SWITCHBOARD_INVITE_SECRET": KEY})
+    assert 'environment variable PORT: http.port = "http": expected a valid integer' in message
+
+
+@pytest.mark.timeout(10)
+def test_public_http_without_a_persistent_invite_secret_is_refused(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "", {"PORT": "28321"})
+    assert "environment variable PORT: http.invite_secret: missing" in message
+    assert "set SWITCHBOARD_INVITE_SECRET" in message
+    message = error_for(tmp_path, '[http]\nhost = "0.0.0.0"\n')
+    assert "line 2: http.invite_secret: missing: HTTP listens on 0.0.0.0" in message
+
+
+@pytest.mark.timeout(10)
+def test_loopback_http_may_use_a_random_invite_key(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, ""), {}).http.invite_secret is None
+
+
+@pytest.mark.timeout(10)
+def test_a_short_invite_secret_is_a_config_error_naming_the_variable(tmp_path: Path) -> None:
+    short = "s" * 31
+    message = error_for(tmp_path, "", {"SWITCHBOARD_INVITE_SECRET": short})
+    assert "\n" not in message  # one problem, one line
+    assert (
+        "environment variable SWITCHBOARD_INVITE_SECRET: http.invite_secret = (hidden): "
+        "expected at least 32 bytes"
+    ) in message
+    assert short not in message
+    # Bytes, not characters: 16 two-byte characters are enough.
+    assert load_settings(write(tmp_path, ""), {"SWITCHBOARD_INVITE_SECRET": "é" * 16})
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("value", ["json", "JSON", "text"])
+def test_log_format(tmp_path: Path, value: str) -> None:
+    settings = load_settings(write(tmp_path, ""), {"SWITCHBOARD_LOG_FORMAT": value})
+    assert settings.log_format == value.lower()
+
+
+@pytest.mark.timeout(10)
+def test_a_bad_log_format_names_the_variable(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "", {"SWITCHBOARD_LOG_FORMAT": "xml"})
+    assert "environment variable SWITCHBOARD_LOG_FORMAT: log_format = \"xml\"" in message

@@ -198,3 +198,16 @@ def test_invite_lifetime_is_bounded() -> None:
         signer().issue_invite("lobby", Role.SPEAKER, 0)
     with pytest.raises(ValueError):
         signer().issue_invite("lobby", Role.SPEAKER, MAX_INVITE_TTL_S + 1)
+
+
+def test_operator_invites_and_their_credentials_say_so() -> None:
+    s = signer()
+    token, invite = s.issue_invite("garden", Role.SPEAKER, 60, operator=True)
+    assert invite.operator and jwt.decode(token, options={"verify_signature": False})["op"] is True
+    assert s.verify_invite(token).operator
+    credential, held = s.issue_credential("web-1", "garden", Role.SPEAKER, operator=True)
+    assert held.operator and s.verify_credential(credential).operator
+    plain, _ = s.issue_invite("garden", Role.SPEAKER, 60, guild_id=1)
+    assert "op" not in jwt.decode(plain, options={"verify_signature": False})
+    assert not s.verify_invite(plain).operator
+    assert not s.verify_credential(s.issue_credential("web-2", "garden", Role.SPEAKER)[0]).operator

@@ -71,7 +71,7 @@ class RoomPage {
     const canJoin = Boolean(this.invite.token);
     this.view.showLobby({ role: this.invite.role, expiresAt: this.invite.expiresAt, canJoin });
     if (!canJoin) {
-      this.view.showAlert("This link has no invite in it. Ask for a new link (/bridge invite in Discord).");
+      this.view.showAlert("This link has no invite in it. Ask whoever shared it for a new link.");
     } else if (this.invite.expiresAt && this.invite.expiresAt * 1000 < Date.now()) {
       this.view.showAlert("This invite link has expired. Ask for a new one.");
     }
