@@ -758,8 +758,8 @@ def _jitter_totals(bridges) -> dict[str, int]:
             totals["depth_ms_sum"] += s.depth_ms
             totals["streams"] += 1
         totals["decode_errors"] += bridge.mixdown.stats.decode_errors
-        for inbound in bridge._inbounds.values():  # private, as above
-            st = inbound.stats()
+        for stream in bridge.mixdown._streams:  # private, as above
+            st = stream.inbound.stats()
             totals["inbound_lost"] += st.lost
             totals["inbound_dropped"] += st.dropped
         for speaker in bridge._speakers.values():

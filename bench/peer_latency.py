@@ -461,7 +461,9 @@ async def bench(args: argparse.Namespace) -> int:
             )
             started = time.monotonic()
             tasks.append(asyncio.create_task(feed(run, source)))
-            inbound = await subscriber.subscribe(publisher.session_id, TRACK)
+            inbound = subscriber.inbound(publisher.session_id, TRACK)
+            while await subscriber.pull([inbound]):  # not_found until its first packets arrive
+                await asyncio.sleep(0.05)
             tasks.append(asyncio.create_task(playout_ours(run, inbound, clocks, buffers)))
             track = await stock.subscribe(run, stock_rec, publisher.session_id, TRACK)
             tasks.append(asyncio.create_task(consume_stock(stock, track, stock_rec)))

@@ -16,6 +16,8 @@ import pytest
 from bot.config import load_settings
 from bot.service import Service
 from bot.voice import VoiceLink
+from media.audio import OPUS_SILENCE_FRAME
+from media.peer import PeerState
 from tests.fakes.discord import FakeDiscord, Permission
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -97,7 +99,10 @@ async def test_link_then_join_bridges_the_channel(world):
         assert "switchboard_discord_frames_sent_total" in exported
         assert "switchboard_media_peer_recoveries_total 0.0" in exported
 
-        # The SFU forgets the bridge's session: it is rebuilt, counted and timed.
+        # The SFU forgets the bridge's session: it is rebuilt, counted and timed. (A bridge
+        # that carries nothing has nothing to lose: give it a speaker first.)
+        active.bridge.speaker("probe").push(OPUS_SILENCE_FRAME)
+        await until(lambda: active.bridge.peer.state is PeerState.CONNECTED)
         assert service.sfu is not None
         registry = service.sfu.registry
         await registry.discard(registry.get(active.bridge.peer.session_id))
