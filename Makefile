@@ -19,6 +19,7 @@ run: venv
 
 test: venv
 	scripts/ensure-chromium
+	scripts/ensure-postgres
 	$(PY) -m pytest -q -ra
 
 bench: venv
