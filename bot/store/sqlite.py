@@ -161,8 +161,11 @@ class SqliteDatabase:
         async with self._lock:
             if self._closed:
                 raise RuntimeError(f"store {self.where} is closed")
-            await self._call(self._db.execute, "BEGIN IMMEDIATE" if write else "BEGIN")
+            # BEGIN sits inside the try: a caller cancelled while the worker thread runs it
+            # must still roll back, or the connection would stay in a transaction. The
+            # rollback queues behind whatever the thread is running, so it comes after.
             try:
+                await self._call(self._db.execute, "BEGIN IMMEDIATE" if write else "BEGIN")
                 yield _SqliteTransaction(self)
             except BaseException:
                 await self._call(_end, self._db, False)

@@ -257,6 +257,26 @@ async def test_two_stores_on_one_database_write_concurrently(target: Target) -> 
         await second.close()
 
 
+@pytest.mark.timeout(60)
+async def test_cancelled_calls_leave_the_store_working(store: MappingStore) -> None:
+    # Callers give up (a slash command times out, the service stops) at every possible point
+    # of a write: each write lands whole or not at all, and the store goes on working.
+    for delay_ms in range(12):
+        calls = [
+            asyncio.create_task(store.link(GUILD, c, "lobby", "manual", "1"))
+            for c in range(delay_ms * 10 + 1, delay_ms * 10 + 11)
+        ]
+        await asyncio.sleep(delay_ms / 1000)
+        for call in calls[::2]:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+    for mapping in await store.list(GUILD):
+        assert (mapping.room, mapping.mode, mapping.created_by) == ("lobby", "manual", "1")
+    survivor = await store.link(GUILD, 999, "after", "auto", "2")
+    assert await store.get(GUILD, 999) == survivor
+    assert len(await store.list(GUILD)) >= 61  # at least every call nobody cancelled
+
+
 # -- static mappings from config.toml -----------------------------------------------------------
 
 
