@@ -23,6 +23,7 @@ demo: venv
 test: venv
 	scripts/ensure-chromium
 	scripts/ensure-iptables
+	scripts/ensure-postgres
 	$(PY) -m pytest -q -ra
 
 bench: venv

@@ -4,7 +4,7 @@ Where values come from, highest priority first:
 
 1. **environment variables** — the only source of secrets (`DISCORD_TOKEN`,
    `REALTIME_APP_SECRET`, `TURN_KEY_API_TOKEN`, `SWITCHBOARD_INVITE_SECRET`,
-   `SWITCHBOARD_SFU_APP_SECRET`), and an override for every other scalar setting
+   `SWITCHBOARD_SFU_APP_SECRET`, `DATABASE_URL`), and an override for every other scalar setting
    (`SWITCHBOARD_<TABLE>_<KEY>`, e.g. `SWITCHBOARD_HTTP_PORT`; the ids `REALTIME_APP_ID` and
    `TURN_KEY_ID` keep Cloudflare's names). Empty variables count as unset. A PaaS's `PORT`
    means HTTP on `0.0.0.0:$PORT`, unless `SWITCHBOARD_HTTP_HOST`/`_PORT` say otherwise.
@@ -51,6 +51,7 @@ from .web.tokens import MIN_SECRET_BYTES
 __all__ = [
     "CLOUDFLARE_REALTIME_URL",
     "CONFIG_PATH_ENV",
+    "DATABASE_URL_SCHEMES",
     "DEFAULT_CONFIG_PATH",
     "MIN_INVITE_SECRET_BYTES",
     "PLATFORM_PORT_ENV",
@@ -79,6 +80,7 @@ PLATFORM_PORT_ENV = "PORT"
 PUBLIC_HOST = "0.0.0.0"
 MIN_INVITE_SECRET_BYTES = MIN_SECRET_BYTES
 GENERATE_SECRET_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+DATABASE_URL_SCHEMES = ("postgres", "postgresql")
 
 BridgeMode = Literal["manual", "auto"]
 """manual: the bot bridges on `/join`; auto: it joins when someone arrives, leaves when empty."""
@@ -259,14 +261,31 @@ class DiscordSettings(_Section):
     )
 
 
+def _database_url(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    scheme, _, rest = value.get_secret_value().partition("://")
+    if scheme not in DATABASE_URL_SCHEMES or not rest:
+        # The value carries a password: the message never repeats it.
+        raise PydanticCustomError(
+            "database_url", "expected a postgres://user:password@host:port/database URL"
+        )
+    return value
+
+
 class StoreSettings(_Section):
-    """`[store]`: where the channel-to-room mappings are kept."""
+    """`[store]`: where mappings, rooms, shares and invites are kept."""
 
     path: Path = _setting(
         "var/switchboard.sqlite3",
         "SWITCHBOARD_STORE_PATH",
-        "SQLite file (relative paths are relative to the working directory; "
-        "its directory is created).",
+        "SQLite file, used when DATABASE_URL is not set (relative paths are relative to the "
+        "working directory; its directory is created).",
+    )
+    database_url: Annotated[SecretStr | None, AfterValidator(_database_url)] = _secret(
+        "DATABASE_URL",
+        "Postgres to keep the store in (postgres://user:password@host:port/database) instead "
+        "of the SQLite file.",
     )
 
 

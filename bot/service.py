@@ -93,7 +93,7 @@ class Service:
                 s.realtime.app_secret.get_secret_value(),
                 on_error=self.metrics.realtime_error,
             )
-        self.store = await open_store(s.store.path)
+        self.store = await open_store(s.store)
         loaded = await self.store.load_static(s.bridges)
         logger.info("static bridges loaded %s", loaded)
         self.bridges = BridgeManager(

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 
+from .config import StoreSettings
 from .store import MappingStore, StoreError
 
 __all__ = ["StartupError", "listening", "open_store"]
@@ -31,38 +30,17 @@ async def listening(host: str, port: int, setting: str, env: str) -> AsyncIterat
         raise StartupError(f"cannot listen on {host}:{port} ({setting}, env {env}): {why}") from exc
 
 
-async def open_store(path: Path) -> MappingStore:
-    """Open the mapping store, or raise a one-line `StartupError` naming the path and cause."""
+async def open_store(settings: StoreSettings) -> MappingStore:
+    """Open the mapping store, or raise a one-line `StartupError` naming where it is, the
+    setting that chose it and the likely cause (the store explains its own failures)."""
     try:
-        return await MappingStore.open(path)
+        return await MappingStore.from_settings(settings)
     except StoreError as exc:
-        cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else None
-        if cause is None:
-            raise StartupError(f"mapping store: {exc}") from exc
-        failure: BaseException = cause
-    except (sqlite3.Error, OSError) as exc:
-        failure = exc
-    raise StartupError(
-        f"mapping store {path} (store.path, env SWITCHBOARD_STORE_PATH) cannot be opened: "
-        f"{failure} — {_likely_store_cause(failure)}"
-    ) from failure
-
-
-def _likely_store_cause(error: BaseException) -> str:
-    text = str(error).lower()
-    if isinstance(error, PermissionError) or "readonly" in text or "permission" in text:
-        return "likely cause: this user may not write the file or its directory"
-    if "not a database" in text or "malformed" in text:
-        return (
-            "likely cause: the file is damaged or is not a Switchboard SQLite store; "
-            "restore a backup or point store.path at a new file"
+        setting = (
+            "env DATABASE_URL"
+            if settings.database_url is not None
+            else "store.path, env SWITCHBOARD_STORE_PATH"
         )
-    if isinstance(error, (FileExistsError, NotADirectoryError)):
-        return "likely cause: a parent of the path is a file, not a directory"
-    if "unable to open" in text or isinstance(error, IsADirectoryError):
-        return (
-            "likely cause: the path is a directory, or a parent of it is not a writable directory"
-        )
-    if "disk" in text or isinstance(error, OSError):
-        return "likely cause: the disk is full or failing, or the file system refuses writes"
-    return "likely cause: the file is damaged or locked by another program"
+        raise StartupError(
+            f"mapping store {exc.where} ({setting}) cannot be opened: {exc.detail}"
+        ) from None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import stamina
 
 from media.ice import pin_host_addresses
+from tests.support.postgres import PostgresServer, PostgresUnavailable
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -17,3 +20,17 @@ def _loopback_only_ice() -> None:
 def _quiet_retries() -> None:
     # Our client logs its own retries with context; stamina's bare warnings are noise here.
     stamina.instrumentation.set_on_retry_hooks([])
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real Postgres server on a free loopback port, shared by the session; stopped at its end."""
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

@@ -216,18 +216,18 @@ async def test_a_short_invite_secret_is_a_config_error_naming_the_variable(
 def damaged(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "mappings.sqlite3"
     path.write_bytes(b"this is not an SQLite database, whatever its name says\n" * 40)
-    return path, "the file is damaged or is not a Switchboard SQLite store"
+    return path, "not an SQLite database (wrong path, or the file was overwritten)"
 
 
 def directory(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "mappings.sqlite3"
     path.mkdir()
-    return path, "the path is a directory"
+    return path, "check that it is a file, not a directory"
 
 
 def under_a_file(tmp_path: Path) -> tuple[Path, str]:
     (tmp_path / "var").write_text("a file where a directory should be")
-    return tmp_path / "var" / "mappings.sqlite3", "a parent of the path is a file"
+    return tmp_path / "var" / "mappings.sqlite3", "a parent of the path is a file, not a directory"
 
 
 @pytest.mark.parametrize("store", [damaged, directory, under_a_file])

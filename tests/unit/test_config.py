@@ -27,6 +27,7 @@ SECRETS = {
     "TURN_KEY_API_TOKEN": "turn-token-sentinel-3",
     "SWITCHBOARD_INVITE_SECRET": "invite-secret-sentinel-4-at-least-32-bytes",
     "SWITCHBOARD_SFU_APP_SECRET": "sfu-secret-sentinel-5",
+    "DATABASE_URL": "postgres://app:db-password-sentinel-6@db.internal:5432/switchboard",
 }
 
 
@@ -159,6 +160,27 @@ def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
     assert settings.turn.api_token == SecretStr(SECRETS["TURN_KEY_API_TOKEN"])
     assert settings.http.invite_secret == SecretStr(SECRETS["SWITCHBOARD_INVITE_SECRET"])
     assert settings.sfu.app_secret == SecretStr(SECRETS["SWITCHBOARD_SFU_APP_SECRET"])
+    assert settings.store.database_url == SecretStr(SECRETS["DATABASE_URL"])
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "url", ["mysql://u:pw-sentinel@h/db", "pw-sentinel", "postgres://", "sqlite:///pw-sentinel"]
+)
+def test_a_database_url_that_is_not_postgres_is_refused_without_echoing_it(
+    tmp_path: Path, url: str
+) -> None:
+    message = error_for(tmp_path, "", {"DATABASE_URL": url})
+    assert "environment variable DATABASE_URL: store.database_url = (hidden)" in message
+    assert "expected a postgres://" in message
+    assert "pw-sentinel" not in message
+
+
+@pytest.mark.timeout(10)
+def test_without_database_url_the_store_is_the_sqlite_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "[store]\npath = \"/tmp/x.db\"\n"), {})
+    assert settings.store.database_url is None
+    assert settings.store.path == Path("/tmp/x.db")
 
 
 @pytest.mark.timeout(10)
@@ -235,6 +257,7 @@ def test_every_field_documents_its_environment_variable_and_default() -> None:
         ("turn", "api_token", "TURN_KEY_API_TOKEN"),
         ("http", "invite_secret", "SWITCHBOARD_INVITE_SECRET"),
         ("sfu", "app_secret", "SWITCHBOARD_SFU_APP_SECRET"),
+        ("store", "database_url", "DATABASE_URL"),
     ],
 )
 def test_a_secret_in_the_file_is_refused(tmp_path: Path, table: str, key: str, env: str) -> None:
