@@ -15,7 +15,7 @@ announce the new session id) and then re-pulls every subscription once; whatever
 back yet is the reconciler's to retry. The `OpusSource` and `InboundOpus` objects callers
 hold keep working across that. aiortc has no ICE restart and notices a dead path only
 through ICE consent (~30 s), so the watchdog looks for silence instead: RTCP flows every
-0.5-1.5 s on any live stream, and 2 s without a packet makes it ask the SFU (one short GET)
+0.5-1.5 s on any live stream, and 1.5 s without a packet makes it ask the SFU (one short GET)
 whether the session still exists.
 """
 
@@ -110,9 +110,9 @@ class PeerConfig:
     ice_servers: tuple[RTCIceServer, ...] = ()
     recovery: Backoff = field(default_factory=lambda: Backoff(initial_s=0.1, max_s=1.0))
     """Between rebuild attempts. A short cap: audio should be back within ~1 s of the SFU."""
-    silence_s: float = 2.0
-    """No packet from the SFU for this long (RTCP comes every 0.5-1.5 s) makes the watchdog
-    ask whether the session still exists."""
+    silence_s: float = 1.5
+    """No packet from the SFU for this long (RTCP comes every 0.5-1.5 s per stream) makes the
+    watchdog ask whether the session still exists."""
     probe_timeout_s: float = 1.0
 
 
