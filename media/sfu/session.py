@@ -288,21 +288,10 @@ class SfuSession:
         restart); a fresh one can, since the moved transport has no remote parameters yet and
         accepts the new ICE and DTLS ones of the answer (DESIGN.md §4b.3). Publications and
         subscriptions belong to the session, not to the connection: the new receivers are
-        tapped into the same publications by mid, and each subscription takes over the new
-        sender under its old SSRC, so the client's streams go on.
+        tapped into the same publications by mid, each subscription takes over the new sender
+        under its old SSRC, so the client's streams go on, and datachannels are opened again.
         """
         offer = client.description
-        if self.pc.sctp is not None:
-            # aiortc cannot move an SCTP association to another DTLS transport, and a new one
-            # would lose every channel's state on both sides: the client starts over instead.
-            await self.close()
-            raise ApiError(
-                410,
-                "session_error",
-                f"the offer moves the connection to a new transport (BUNDLE tag "
-                f"{self._bundle_tag} -> {_bundle_tag(offer)}), which this SFU cannot follow on a "
-                "session with datachannels: create a new session",
-            )
         pc = _new_connection()
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=client.text, type="offer"))
@@ -329,6 +318,7 @@ class SfuSession:
             pulled.transceiver = by_mid[mid]  # JSEP keeps every m-line (_check_continuity)
             pulled.subscription.move_to(pulled.transceiver.sender)
             self._configure(pulled)
+        self._move_channels(pc)
         task = asyncio.create_task(self._retire(old), name=f"sfu-retire-{self.id}")
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
@@ -337,6 +327,25 @@ class SfuSession:
             "subscriptions=%d",
             self.id, self._bundle_tag, _bundle_tag(offer), len(self._published), len(self._pulled),
         )
+
+    def _move_channels(self, pc: RTCPeerConnection) -> None:
+        """Open every channel of the session again on the new connection.
+
+        The browser restarts its SCTP association on the moved transport and its channels
+        stay open; the new connection's association starts afresh, so the SFU's side of each
+        negotiated channel is created again with its id, and the relays follow.
+        """
+        for channel_id, (channel, status, publication) in list(self._channels.items()):
+            moved = pc.createDataChannel(channel.label, negotiated=True, id=channel_id)
+            if publication is not None:
+                publication.move_to(moved)
+            elif status.session_id is not None:
+                source = self._directory.lookup_channel(status.session_id, status.name)
+                if source is not None:
+                    source.resubscribe(channel, moved)
+            if channel is self._server_events:
+                self._server_events = moved
+            self._channels[channel_id] = (moved, status, publication)
 
     async def _retire(self, old: RTCPeerConnection) -> None:
         try:

@@ -38,6 +38,7 @@ from playwright.async_api import BrowserContext, Page, async_playwright
 
 from media.sfu import LocalSFU
 from media.sfu.session import SessionState
+from tests.integration.test_sfu_lifecycle import establish_by_sfu_offer, open_channel
 from tests.support.rtc import Api, Client
 from tests.support.signals import (
     ToneTrack,
@@ -765,3 +766,59 @@ async def moves_in_a_row(browser: Browser, api: Api, rounds: int = 3) -> None:
         assert len(live_connections()) == 3
     finally:
         await listener.close()
+
+
+@pytest.mark.timeout(120)
+async def test_datachannels_follow_a_move(browser: Browser, api: Api) -> None:
+    """Chrome restarts its SCTP association on the moved transport and keeps its channels
+    open; the SFU opens its side again, and messages are relayed both ways as before."""
+    session_id = await browser.open("pub")
+    a, b = await browser.push_tones("pub", {"A": 440, "B": 660})
+    await browser.js("await sfu.sessions.pub.establish();")
+    [chat] = (await api.ok("POST", f"/sessions/{session_id}/datachannels/new", {
+        "dataChannels": [{"location": "local", "dataChannelName": "chat"}]}))["dataChannels"]
+    await browser.js("await sfu.sessions.pub.openChannel('chat', arg);", chat["id"])
+    news, listener = Client(api), Client(api)
+    try:
+        await news.open()
+        await establish_by_sfu_offer(news)
+        [published] = (await api.ok("POST", f"/sessions/{news.session_id}/datachannels/new", {
+            "dataChannels": [{"location": "local", "dataChannelName": "news"}]}))["dataChannels"]
+        news_channel = await open_channel(news, "news", published["id"])
+        [pulled] = (await api.ok("POST", f"/sessions/{session_id}/datachannels/new", {
+            "dataChannels": [{"location": "remote", "sessionId": news.session_id,
+                              "dataChannelName": "news"}]}))["dataChannels"]
+        await browser.js("await sfu.sessions.pub.openChannel('news', arg);", pulled["id"])
+        await listener.open()
+        await establish_by_sfu_offer(listener)
+        [relayed] = (await api.ok("POST", f"/sessions/{listener.session_id}/datachannels/new", {
+            "dataChannels": [{"location": "remote", "sessionId": session_id,
+                              "dataChannelName": "chat"}]}))["dataChannels"]
+        chat_copy = await open_channel(listener, "chat", relayed["id"])
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        chat_copy.on("message", heard.put_nowait)
+
+        async def both_ways(word: str) -> None:
+            await browser.js("sfu.sessions.pub.channels.get('chat').send(arg);", f"chat {word}")
+            assert await asyncio.wait_for(heard.get(), 5) == f"chat {word}"
+            news_channel.send(f"news {word}")
+            deadline = time.monotonic() + 5
+            while f"news {word}" not in await browser.js(
+                    "return sfu.sessions.pub.received.get('news');"):
+                assert time.monotonic() < deadline, f"news {word} never reached the page"
+                await asyncio.sleep(0.05)
+
+        await both_ways("before")
+        session = browser.sfu.registry.get(session_id)
+        connection = session.pc
+        closed = await browser.close("pub", [a])
+        assert closed.status == 200, closed.body
+        assert session.pc is not connection
+        await both_ways("after")
+        state = await browser.state("pub")
+        assert {c["dataChannelName"]: c["status"] for c in state["dataChannels"]} == {
+            "server-events": "active", "chat": "active", "news": "active"}
+        assert await browser.js("return sfu.sessions.pub.log.filter((l) => typeof l === 'string');") == []
+        await browser.assert_loopback_pair("pub")
+    finally:
+        await asyncio.gather(news.close(), listener.close())

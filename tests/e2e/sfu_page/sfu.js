@@ -24,6 +24,8 @@ class SfuSession {
       if (e.candidate) this.localCandidates.push(e.candidate.candidate);
     };
     this.sinks = new Map(); // mid -> <audio> playing the received track
+    this.channels = new Map(); // name -> RTCDataChannel
+    this.received = new Map(); // channel name -> messages received on it
     this.pc.ontrack = (e) => {
       // Chrome decodes (and so counts samples and energy for) a remote audio track only
       // while something plays it.
@@ -111,6 +113,32 @@ class SfuSession {
   bundleTag() {
     const line = this.pc.localDescription.sdp.split("\r\n").find((l) => l.startsWith("a=group:BUNDLE"));
     return line ? line.split(" ")[1] : null;
+  }
+
+  // datachannels/establish with our own offer, as an app that creates a channel first does.
+  async establish() {
+    this.bootstrap = this.pc.createDataChannel("bootstrap");
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    const result = await this.ok("POST", `/sessions/${this.id}/datachannels/establish`, {
+      dataChannel: { location: "remote", dataChannelName: "server-events" },
+      sessionDescription: { type: "offer", sdp: this.pc.localDescription.sdp },
+    });
+    await this.pc.setRemoteDescription(result.sessionDescription);
+    return result;
+  }
+
+  // Open our side of a channel the SFU allocated (negotiated, by id); keeps what it receives.
+  async openChannel(name, id) {
+    const channel = this.pc.createDataChannel(name, { negotiated: true, id });
+    this.channels.set(name, channel);
+    this.received.set(name, []);
+    channel.onmessage = (e) => this.received.get(name).push(e.data);
+    channel.onclose = () => this.log.push(`datachannel ${name} closed`);
+    await new Promise((resolve, reject) => {
+      if (channel.readyState === "open") resolve();
+      channel.onopen = resolve;
+      setTimeout(() => reject(new Error(`datachannel ${name} did not open`)), 5000);
+    });
   }
 
   async state() {
