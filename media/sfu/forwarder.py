@@ -164,8 +164,10 @@ class Subscription:
         sender._ssrc = self._ssrc
         sender._stream_id = old._stream_id
         sender._track_id = old._track_id
-        sender._RTCRtpSender__packet_count = old._RTCRtpSender__packet_count  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count = old._RTCRtpSender__octet_count  # type: ignore[attr-defined]
+        packets = old._RTCRtpSender__packet_count  # type: ignore[attr-defined]
+        octets = old._RTCRtpSender__octet_count  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
         self._sender = sender
 
     def publication_closed(self) -> None:

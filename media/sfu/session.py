@@ -124,7 +124,9 @@ class Directory(Protocol):
 
 
 def _new_connection() -> RTCPeerConnection:
-    return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
 
 
 def _bundle_tag(description: aiortc_sdp.SessionDescription) -> str | None:
@@ -300,7 +302,8 @@ class SfuSession:
             raise ApiError.invalid_sdp(f"offer rejected: {exc}") from None
         old, self.pc = self.pc, pc
         # The new connection must never hand out a mid the client has seen on this session.
-        pc._RTCPeerConnection__seenMids |= old._RTCPeerConnection__seenMids  # type: ignore[attr-defined]
+        seen = old._RTCPeerConnection__seenMids  # type: ignore[attr-defined]
+        pc._RTCPeerConnection__seenMids |= seen  # type: ignore[attr-defined]
         # Before the client's close_notify reaches the old connection: its end is no news.
         old.remove_listener("connectionstatechange", self._on_connection_state)
         pc.on("connectionstatechange", self._on_connection_state)
@@ -368,7 +371,9 @@ class SfuSession:
             await self._move(client)
         else:
             try:
-                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=client.text, type="offer"))
+                await self.pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=client.text, type="offer")
+                )
             except Exception as exc:
                 raise ApiError.invalid_sdp(f"offer rejected: {exc}") from None
         self._rejected |= rejected_mids(offer)

@@ -204,16 +204,23 @@ class Browser:
 
     async def push_tones(self, name: str, tones: dict[str, float]) -> list[str]:
         """Push one steady sine track per {trackName: Hz} in one offer; returns their mids."""
-        return await self._push(name, list(tones), "await sfu.tones(arg.frequencies)", list(tones.values()))
+        return await self._push(
+            name, list(tones), "await sfu.tones(arg.frequencies)", list(tones.values())
+        )
 
     async def _push(
-        self, name: str, track_names: list[str], tracks_js: str, frequencies: list[float] | None = None
+        self,
+        name: str,
+        track_names: list[str],
+        tracks_js: str,
+        frequencies: list[float] | None = None,
     ) -> list[str]:
         out = await self.js(
             f"""
             const s = sfu.sessions[arg.name];
             const tracks = {tracks_js};
-            const {{ result, mids }} = await s.push(tracks.map((track, i) => ({{ track, name: arg.names[i] }})));
+            const pushed = tracks.map((track, i) => ({{ track, name: arg.names[i] }}));
+            const {{ result, mids }} = await s.push(pushed);
             return {{ result, mids }};
             """,
             {"name": name, "names": track_names, "frequencies": frequencies},
@@ -606,7 +613,8 @@ async def test_closing_the_first_push_keeps_the_session(
     await second_browser.hears("sub", b_sub)
     assert await packets_stop(second_browser, "sub", a_sub) == 0
     state = await browser.state("pub")
-    assert {t["trackName"]: t["status"] for t in state["tracks"]} == {"A": "inactive", "B": "active"}
+    statuses = {t["trackName"]: t["status"] for t in state["tracks"]}
+    assert statuses == {"A": "inactive", "B": "active"}
 
     # Chrome recycles A's slot for C and puts C first in BUNDLE: the transport moves again.
     connection = session.pc
@@ -773,7 +781,7 @@ async def test_datachannels_follow_a_move(browser: Browser, api: Api) -> None:
     """Chrome restarts its SCTP association on the moved transport and keeps its channels
     open; the SFU opens its side again, and messages are relayed both ways as before."""
     session_id = await browser.open("pub")
-    a, b = await browser.push_tones("pub", {"A": 440, "B": 660})
+    a, _ = await browser.push_tones("pub", {"A": 440, "B": 660})
     await browser.js("await sfu.sessions.pub.establish();")
     [chat] = (await api.ok("POST", f"/sessions/{session_id}/datachannels/new", {
         "dataChannels": [{"location": "local", "dataChannelName": "chat"}]}))["dataChannels"]
@@ -818,7 +826,8 @@ async def test_datachannels_follow_a_move(browser: Browser, api: Api) -> None:
         state = await browser.state("pub")
         assert {c["dataChannelName"]: c["status"] for c in state["dataChannels"]} == {
             "server-events": "active", "chat": "active", "news": "active"}
-        assert await browser.js("return sfu.sessions.pub.log.filter((l) => typeof l === 'string');") == []
+        notes = "return sfu.sessions.pub.log.filter((l) => typeof l === 'string');"
+        assert await browser.js(notes) == []  # no datachannel closed, nothing failed to play
         await browser.assert_loopback_pair("pub")
     finally:
         await asyncio.gather(news.close(), listener.close())

@@ -42,7 +42,7 @@ async def wait_packets(client: Client, mid: str, count: int, timeout_s: float = 
 async def tone_after(client: Client, mid: str, index: int, frames: int = 50) -> tuple[float, float]:
     """(dominant Hz, dBFS) of `frames` tapped packets from packet `index` on."""
     await wait_packets(client, mid, index + frames)
-    pcm = decode_opus(p.payload for p in client.received[mid][index:index + frames])
+    pcm = decode_opus(p.payload for p in client.received[mid][index : index + frames])
     return dominant_frequency(pcm), rms_dbfs(pcm)
 
 
@@ -78,8 +78,10 @@ async def test_closing_the_first_track_of_an_aiortc_client_keeps_the_session(sfu
         )
         missing = longest_media_gap_s(packets)
         pause = longest_gap_s(listener.arrived_at[b])
-        print(f"renegotiation {renegotiation_s * 1000:.0f} ms; B: longest missing audio "
-              f"{missing * 1000:.0f} ms, longest pause between arrivals {pause * 1000:.0f} ms")
+        print(
+            f"renegotiation {renegotiation_s * 1000:.0f} ms; B: longest missing audio "
+            f"{missing * 1000:.0f} ms, longest pause between arrivals {pause * 1000:.0f} ms"
+        )
         assert missing <= renegotiation_s + PAUSE_ALLOWANCE_S, (missing, renegotiation_s)
         frequency, level = await tone_after(listener, b, after_close)
         assert abs(frequency - 660) < 10 and level > -25, (frequency, level)
@@ -94,7 +96,9 @@ async def test_closing_the_first_track_of_an_aiortc_client_keeps_the_session(sfu
         assert abs(frequency - 880) < 10 and level > -25, (frequency, level)
         state = await api.ok("GET", f"/sessions/{publisher.session_id}")
         assert {t["trackName"]: t["status"] for t in state["tracks"]} == {
-            "A": "inactive", "B": "active", "C": "active"}
+            "A": "inactive",
+            "B": "active",
+            "C": "active",
+        }
     finally:
         await asyncio.gather(publisher.close(), listener.close())
-

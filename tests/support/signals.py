@@ -61,11 +61,8 @@ def pause_beyond(arrivals: Sequence[float], reference: Sequence[float]) -> float
 def longest_media_gap_s(packets: Sequence[RtpPacket], clock_hz: int = SAMPLE_RATE) -> float:
     """The longest stretch of audio missing between two consecutive packets of one stream,
     from their RTP timestamps: what a listener cannot hear, however late packets arrived."""
-    return max(
-        (((b.timestamp - a.timestamp) & 0xFFFFFFFF) / clock_hz - AUDIO_PTIME
-         for a, b in itertools.pairwise(packets)),
-        default=0.0,
-    )
+    steps = (((b.timestamp - a.timestamp) & 0xFFFFFFFF) for a, b in itertools.pairwise(packets))
+    return max((step / clock_hz - AUDIO_PTIME for step in steps), default=0.0)
 
 
 def decode_opus(payloads: Iterable[bytes]) -> np.ndarray:
