@@ -1,5 +1,8 @@
 """One SFU session: a client's RTCPeerConnection plus the tracks it publishes and pulls.
 
+The tracks and channels belong to the session, the connection does not: when a browser moves
+to a new transport (its BUNDLE tag changes), the session moves to a new connection with them.
+
 Every request on a session runs under its lock, so negotiations never overlap; a request that
 needs a new negotiation while the SFU's own offer is still unanswered gets 406, as Cloudflare
 answers it.
