@@ -71,6 +71,17 @@ class ChannelPublication:
         self.subscribers: list[RTCDataChannel] = []
         channel.on("message", self._relay)
 
+    def move_to(self, channel: RTCDataChannel) -> None:
+        """Relay what arrives on `channel` from now on: the publisher's session moved to a
+        new peer connection, where the same channel (negotiated, same id) was opened again."""
+        self.channel = channel
+        channel.on("message", self._relay)
+
+    def resubscribe(self, old: RTCDataChannel, new: RTCDataChannel) -> None:
+        """Relay to `new` in place of `old`: the subscriber's session moved (see move_to)."""
+        if old in self.subscribers:
+            self.subscribers[self.subscribers.index(old)] = new
+
     def _relay(self, message: str | bytes) -> None:
         for subscriber in list(self.subscribers):
             if subscriber.readyState == "open":

@@ -155,6 +155,21 @@ class Subscription:
         self._extension_header = elements
         self._fixed_extension = _extension_block(elements) if elements else b""
 
+    def move_to(self, sender: RTCRtpSender) -> None:
+        """Send through `sender` from now on: the subscriber's session moved to a new peer
+        connection. `sender` takes over this stream's identity (SSRC, msid, report counters),
+        so the subscriber's browser sees the same stream continue; call it before the answer
+        that announces `sender` is created."""
+        old = self._sender
+        sender._ssrc = self._ssrc
+        sender._stream_id = old._stream_id
+        sender._track_id = old._track_id
+        packets = old._RTCRtpSender__packet_count  # type: ignore[attr-defined]
+        octets = old._RTCRtpSender__octet_count  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+        self._sender = sender
+
     def publication_closed(self) -> None:
         self.active = False
 

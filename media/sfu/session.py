@@ -1,5 +1,8 @@
 """One SFU session: a client's RTCPeerConnection plus the tracks it publishes and pulls.
 
+The tracks and channels belong to the session, the connection does not: when a browser moves
+to a new transport (its BUNDLE tag changes), the session moves to a new connection with them.
+
 Every request on a session runs under its lock, so negotiations never overlap; a request that
 needs a new negotiation while the SFU's own offer is still unanswered gets 406, as Cloudflare
 answers it.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -40,6 +44,7 @@ from .datachannels import ChannelPublication, ChannelResult, ChannelStatus, chan
 from .errors import NOT_FOUND_TRACK_ERROR, ApiError, ItemError
 from .forwarder import ExtensionIds, Publication, Subscription
 from .models import DataChannelItem, SessionDescription, TrackItem
+from .sdp import ClientSdp
 
 __all__ = ["SessionState", "SfuSession", "TrackResult", "TrackStatus"]
 
@@ -121,12 +126,21 @@ class Directory(Protocol):
     def channel_unpublished(self, publication: ChannelPublication) -> None: ...
 
 
+def _new_connection() -> RTCPeerConnection:
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+
+
+def _bundle_tag(description: aiortc_sdp.SessionDescription) -> str | None:
+    bundle = next((g for g in description.group if g.semantic == "BUNDLE"), None)
+    return str(bundle.items[0]) if bundle and bundle.items else None
+
+
 class SfuSession:
     def __init__(self, session_id: str, directory: Directory) -> None:
         self.id = session_id
-        self.pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        self.pc = _new_connection()
         self.lock = asyncio.Lock()
         self.state = SessionState.NEW
         self.disconnected_at: float | None = None
@@ -137,10 +151,16 @@ class SfuSession:
         self._negotiated_once = False
         self._numbering = NegotiatedMap()
         self._closed_mids: set[str] = set()
+        # Mids the client rejected (port 0); the SFU's own offers keep them rejected. A mid the
+        # client merely made inactive stays open on both sides (docs/webrtc-interop.md §2.3).
+        self._rejected: set[str] = set()
+        self._bundle_tag: str | None = None
+        """The first mid of the BUNDLE group of the last answer: the transport in force."""
+        self._retiring: set[asyncio.Task[None]] = set()
         self._published: dict[str, Publication] = {}  # by mid
         self._pulled: dict[str, _Pulled] = {}  # by mid
         self._pending: _Negotiation | None = None
-        self._tapped: set[int] = set()
+        self._tapped: weakref.WeakSet[object] = weakref.WeakSet()
         self._ended_tracks: list[TrackStatus] = []
         self.pc.on("connectionstatechange", self._on_connection_state)
 
@@ -163,6 +183,7 @@ class SfuSession:
         pc_state = self.pc.connectionState
         if pc_state == "connected":
             self._set_state(SessionState.CONNECTED)
+            self._connected.set()  # also after a transport move, when the state stayed CONNECTED
         elif pc_state in ("failed", "closed") and self.state is not SessionState.CLOSED:
             self._set_state(SessionState.DISCONNECTED)
 
@@ -186,6 +207,9 @@ class SfuSession:
             if channel_publication is not None:
                 channel_publication.close()
                 self._directory.channel_unpublished(channel_publication)
+        for task in self._retiring:
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.pc.close()
 
     async def _require_connected(self) -> None:
@@ -208,9 +232,9 @@ class SfuSession:
     def _tap_receivers(self) -> None:
         for transceiver in self.pc.getTransceivers():
             receiver = transceiver.receiver
-            if id(receiver) in self._tapped:
+            if receiver in self._tapped:
                 continue
-            self._tapped.add(id(receiver))
+            self._tapped.add(receiver)
 
             async def route(packet: RtpPacket, arrival_ms: int, t: RTCRtpTransceiver = transceiver) -> None:
                 publication = self._published.get(t.mid) if t.mid is not None else None
@@ -235,23 +259,12 @@ class SfuSession:
         for t in stale:
             await t.stop()
 
-    def _check_bundle_tag(self, offer: aiortc_sdp.SessionDescription) -> None:
-        current = self.pc.remoteDescription or self.pc.localDescription
-        if current is None:
-            return
-        parsed = aiortc_sdp.SessionDescription.parse(current.sdp)
-        bundle = next((g for g in parsed.group if g.semantic == "BUNDLE"), None)
-        if not bundle or not bundle.items:
-            return
-        if bundle.items[0] in rejected_mids(offer):
-            # The browser moves to a new transport when the BUNDLE tag closes; aiortc cannot
-            # follow (docs/webrtc-interop.md §2.3): say so now, so the client rebuilds its session.
-            raise ApiError(
-                410,
-                "session_error",
-                f"closing mid {bundle.items[0]} (the BUNDLE tag) moves the connection to a new "
-                "transport, which this SFU cannot follow: create a new session",
-            )
+    def _moves_transport(self, offer: aiortc_sdp.SessionDescription) -> bool:
+        """A browser builds a new transport when the first mid of its BUNDLE group changes
+        (docs/webrtc-interop.md §2.3): its tag m-line was rejected, or a recycled slot now comes first.
+        Only that moves it; an m-line merely made inactive keeps the transport."""
+        tag = _bundle_tag(offer)
+        return self._bundle_tag is not None and tag is not None and tag != self._bundle_tag
 
     def _check_continuity(self, offer: aiortc_sdp.SessionDescription) -> None:
         """JSEP never removes or reorders m-lines: a later offer keeps each one's place and
@@ -271,6 +284,85 @@ class SfuSession:
                     "place: reject it with port 0 instead of removing or reordering it"
                 )
 
+    # -- transport move -----------------------------------------------------------------
+
+    async def _move(self, client: ClientSdp) -> None:
+        """Follow the client to its new transport: a fresh peer connection takes the offer.
+
+        The same aiortc connection cannot follow (its DTLS transport closes and cannot
+        restart); a fresh one can, since the moved transport has no remote parameters yet and
+        accepts the new ICE and DTLS ones of the answer (docs/webrtc-interop.md §2.3). Publications and
+        subscriptions belong to the session, not to the connection: the new receivers are
+        tapped into the same publications by mid, each subscription takes over the new sender
+        under its old SSRC, so the client's streams go on, and datachannels are opened again.
+        """
+        offer = client.description
+        pc = _new_connection()
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=client.text, type="offer"))
+        except Exception as exc:
+            await pc.close()
+            raise ApiError.invalid_sdp(f"offer rejected: {exc}") from None
+        old, self.pc = self.pc, pc
+        # The new connection must never hand out a mid the client has seen on this session.
+        seen = old._RTCPeerConnection__seenMids  # type: ignore[attr-defined]
+        pc._RTCPeerConnection__seenMids |= seen  # type: ignore[attr-defined]
+        # Before the client's close_notify reaches the old connection: its end is no news.
+        old.remove_listener("connectionstatechange", self._on_connection_state)
+        pc.on("connectionstatechange", self._on_connection_state)
+        self._connected.clear()
+        before = {t.mid: t for t in old.getTransceivers() if t.mid is not None}
+        for transceiver in pc.getTransceivers():
+            previous = before.get(transceiver.mid)
+            if previous is None:
+                continue
+            transceiver.direction = previous.direction
+            if previous.sender.track is not None:
+                transceiver.sender.replaceTrack(IdleTrack())
+        by_mid = {t.mid: t for t in pc.getTransceivers()}
+        for mid, pulled in self._pulled.items():
+            pulled.transceiver = by_mid[mid]  # JSEP keeps every m-line (_check_continuity)
+            pulled.subscription.move_to(pulled.transceiver.sender)
+            self._configure(pulled)
+        self._move_channels(pc)
+        task = asyncio.create_task(self._retire(old), name=f"sfu-retire-{self.id}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        logger.info(
+            "session follows a transport move session_id=%s bundle_tag=%s->%s publications=%d "
+            "subscriptions=%d",
+            self.id, self._bundle_tag, _bundle_tag(offer), len(self._published), len(self._pulled),
+        )
+
+    def _move_channels(self, pc: RTCPeerConnection) -> None:
+        """Open every channel of the session again on the new connection.
+
+        The browser restarts its SCTP association on the moved transport and its channels
+        stay open; the new connection's association starts afresh, so the SFU's side of each
+        negotiated channel is created again with its id, and the relays follow.
+        """
+        for channel_id, (channel, status, publication) in list(self._channels.items()):
+            moved = pc.createDataChannel(channel.label, negotiated=True, id=channel_id)
+            if publication is not None:
+                publication.move_to(moved)
+            elif status.session_id is not None:
+                source = self._directory.lookup_channel(status.session_id, status.name)
+                if source is not None:
+                    source.resubscribe(channel, moved)
+            if channel is self._server_events:
+                self._server_events = moved
+            self._channels[channel_id] = (moved, status, publication)
+
+    async def _retire(self, old: RTCPeerConnection) -> None:
+        try:
+            # Closing a connection keeps the loop busy; let the new one finish its ICE and
+            # DTLS handshake first, since that handshake is the client's gap in the audio.
+            await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_S)
+        except TimeoutError:
+            pass
+        finally:
+            await old.close()
+
     async def _apply_client_offer(self, description: SessionDescription) -> aiortc_sdp.SessionDescription:
         if description.type != "offer":
             raise ApiError.invalid_sdp("sessionDescription must be an offer here")
@@ -278,15 +370,16 @@ class SfuSession:
         client = sdp.parse(description.sdp, "offer")
         offer = client.description
         self._check_continuity(offer)
-        try:
-            self._check_bundle_tag(offer)
-        except ApiError:
-            await self.close()
-            raise
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=client.text, type="offer"))
-        except Exception as exc:
-            raise ApiError.invalid_sdp(f"offer rejected: {exc}") from None
+        if self._moves_transport(offer):
+            await self._move(client)
+        else:
+            try:
+                await self.pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=client.text, type="offer")
+                )
+            except Exception as exc:
+                raise ApiError.invalid_sdp(f"offer rejected: {exc}") from None
+        self._rejected |= rejected_mids(offer)
         self._numbering.learn(offer)
         await self._drop_stale_transceivers(offer)
         self._tap_receivers()
@@ -294,7 +387,9 @@ class SfuSession:
 
     async def _answer(self, offer: aiortc_sdp.SessionDescription) -> SessionDescription:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
-            shape_answer(d, offer, self._closed_mids)
+            # Only what the offer rejected: rejecting an m-line the client keeps open (a closed
+            # track it made inactive) would move a browser's transport if it is the BUNDLE tag.
+            shape_answer(d, offer, ())
 
         try:
             answer = await set_local_description(self.pc, "answer", shape)
@@ -307,11 +402,12 @@ class SfuSession:
                 f"the offer cannot be answered ({exc!r}); this session is closed, create a new one"
             ) from None
         self._negotiated_once = True
+        self._bundle_tag = _bundle_tag(aiortc_sdp.SessionDescription.parse(answer))
         return SessionDescription(type="answer", sdp=answer)
 
     async def _offer(self) -> SessionDescription:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
-            shape_offer(d, self._numbering, self._closed_mids)
+            shape_offer(d, self._numbering, self._rejected)
 
         return SessionDescription(type="offer", sdp=await set_local_description(self.pc, "offer", shape))
 
@@ -522,6 +618,8 @@ class SfuSession:
         except Exception as exc:
             raise ApiError.invalid_sdp(f"answer rejected: {exc}") from None
         self._numbering.learn(answer)
+        self._rejected |= rejected_mids(answer)
+        self._bundle_tag = _bundle_tag(answer)
         self._negotiated_once = True
         pending, self._pending = self._pending, None
         for pulled in pending.pulls if pending else []:

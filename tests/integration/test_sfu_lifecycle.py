@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
 
 from media.sfu import LocalSFU, SfuConfig
 from tests.support.opus_source import OpusReplayTrack, encode_tone
@@ -50,7 +51,11 @@ async def test_close_pulled_track_then_pull_again(api):
 
         closed = await close_with_offer(subscriber, mid)
         assert closed["tracks"] == [{"mid": mid, "trackName": "mic"}]
-        assert "m=audio 0 " in closed["sessionDescription"]["sdp"]
+        # The client kept the m-line (inactive, live port): the answer keeps it open too.
+        answered = aiortc_sdp.SessionDescription.parse(closed["sessionDescription"]["sdp"])
+        media = next(m for m in answered.media if m.rtp.muxId == mid)
+        assert (media.port != 0, media.direction) == (True, "inactive")
+        assert mid in answered.group[0].items
         state = await api.ok("GET", f"/sessions/{subscriber.session_id}")
         assert {"location": "remote", "mid": mid, "trackName": "mic",
                 "sessionId": publisher.session_id, "status": "inactive"} in state["tracks"]

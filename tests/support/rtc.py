@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +42,15 @@ class Api:
         await self.http.aclose()
 
 
+MAX_KEPT_PACKETS = 6000
+"""Per mid: two minutes of 20 ms packets."""
+
+
 class Client:
     """One session and its RTCPeerConnection.
 
-    With `tap=True` received RTP is not decoded: payloads are kept per mid in `received`
-    (for byte-exact checks), and `arrivals` counts packets per mid.
+    With `tap=True` received RTP is not decoded: packets are kept per mid in `received`
+    (for byte-exact checks), with their arrival times (`time.monotonic()`) in `arrived_at`.
     """
 
     def __init__(self, api: Api, tap: bool = False) -> None:
@@ -54,6 +59,7 @@ class Client:
         self.session_id = ""
         self.tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
         self.received: dict[str, list[RtpPacket]] = defaultdict(list)
+        self.arrived_at: dict[str, list[float]] = defaultdict(list)
         self._tap = tap
         self.pc.on("track", self._on_track)
 
@@ -67,8 +73,9 @@ class Client:
 
     def _keeper(self, transceiver: RTCRtpTransceiver):
         async def keep(packet: RtpPacket, arrival_ms: int) -> None:
-            if len(self.received[transceiver.mid]) < 2000:
+            if len(self.received[transceiver.mid]) < MAX_KEPT_PACKETS:
                 self.received[transceiver.mid].append(packet)
+                self.arrived_at[transceiver.mid].append(time.monotonic())
 
         return keep
 

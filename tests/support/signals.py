@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import fractions
+import itertools
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError
+from aiortc.rtp import RtpPacket
 from av import AudioFrame
+
+from media.audio import OpusDecoder
 
 SAMPLE_RATE = 48_000
 FRAME_SAMPLES = int(SAMPLE_RATE * AUDIO_PTIME)
@@ -32,6 +37,41 @@ def band_level_db(pcm: np.ndarray, frequency_hz: float, width_hz: float = 15.0) 
     freqs = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
     band = spectrum[(freqs > frequency_hz - width_hz) & (freqs < frequency_hz + width_hz)]
     return float(20 * np.log10(max(band.max(initial=0.0), 1e-12)))
+
+
+def longest_gap_s(arrivals: Sequence[float]) -> float:
+    """The longest time between two consecutive packet arrivals (0 for fewer than two)."""
+    return max((b - a for a, b in itertools.pairwise(arrivals)), default=0.0)
+
+
+def pause_beyond(arrivals: Sequence[float], reference: Sequence[float]) -> float:
+    """The longest pause between `arrivals` that a `reference` stream received alongside did
+    not share: a stall of the receiving process pauses both, a fault of one stream only it.
+
+    For each pause, subtract the reference's longest pause within the same interval (its
+    arrivals clipped to it); the result is the pause of the stream's own making.
+    """
+    worst = 0.0
+    for start, end in itertools.pairwise(arrivals):
+        inside = [start, *(t for t in reference if start < t < end), end]
+        worst = max(worst, (end - start) - longest_gap_s(inside))
+    return worst
+
+
+def longest_media_gap_s(packets: Sequence[RtpPacket], clock_hz: int = SAMPLE_RATE) -> float:
+    """The longest stretch of audio missing between two consecutive packets of one stream,
+    from their RTP timestamps: what a listener cannot hear, however late packets arrived."""
+    steps = (((b.timestamp - a.timestamp) & 0xFFFFFFFF) for a, b in itertools.pairwise(packets))
+    return max((step / clock_hz - AUDIO_PTIME for step in steps), default=0.0)
+
+
+def decode_opus(payloads: Iterable[bytes]) -> np.ndarray:
+    """Mono PCM of Opus payloads decoded in order (tapped RTP, which no receiver decoded)."""
+    decoder = OpusDecoder()
+    try:
+        return np.concatenate([decoder.decode(p) for p in payloads])
+    finally:
+        decoder.close()
 
 
 def rms_dbfs(pcm: np.ndarray) -> float:

@@ -24,6 +24,8 @@ class SfuSession {
       if (e.candidate) this.localCandidates.push(e.candidate.candidate);
     };
     this.sinks = new Map(); // mid -> <audio> playing the received track
+    this.channels = new Map(); // name -> RTCDataChannel
+    this.received = new Map(); // channel name -> messages received on it
     this.pc.ontrack = (e) => {
       // Chrome decodes (and so counts samples and energy for) a remote audio track only
       // while something plays it.
@@ -85,9 +87,13 @@ class SfuSession {
     return result;
   }
 
-  // Stop the transceivers of `mids`, offer, and send that offer with tracks/close.
-  // Returns {status, json} so a test can look at errors; applies the answer when there is one.
+  // Stop the transceivers of `mids`, offer, and send that offer with tracks/close, the way
+  // partytracks closes a pushed track. Returns {status, json, renegotiationMs} so a test can
+  // look at errors; applies the answer when there is one. renegotiationMs runs from the
+  // stop() to the applied answer: Chrome moves its transport in between when `mids` hold the
+  // first mid of its BUNDLE group.
   async close(mids) {
+    const started = performance.now();
     for (const t of this.pc.getTransceivers()) {
       if (mids.includes(t.mid)) t.stop();
     }
@@ -100,7 +106,39 @@ class SfuSession {
     if (response.status === 200 && response.json.sessionDescription) {
       await this.pc.setRemoteDescription(response.json.sessionDescription);
     }
-    return response;
+    return { ...response, renegotiationMs: performance.now() - started };
+  }
+
+  // The first mid of the BUNDLE group Chrome offered last: its transport.
+  bundleTag() {
+    const line = this.pc.localDescription.sdp.split("\r\n").find((l) => l.startsWith("a=group:BUNDLE"));
+    return line ? line.split(" ")[1] : null;
+  }
+
+  // datachannels/establish with our own offer, as an app that creates a channel first does.
+  async establish() {
+    this.bootstrap = this.pc.createDataChannel("bootstrap");
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    const result = await this.ok("POST", `/sessions/${this.id}/datachannels/establish`, {
+      dataChannel: { location: "remote", dataChannelName: "server-events" },
+      sessionDescription: { type: "offer", sdp: this.pc.localDescription.sdp },
+    });
+    await this.pc.setRemoteDescription(result.sessionDescription);
+    return result;
+  }
+
+  // Open our side of a channel the SFU allocated (negotiated, by id); keeps what it receives.
+  async openChannel(name, id) {
+    const channel = this.pc.createDataChannel(name, { negotiated: true, id });
+    this.channels.set(name, channel);
+    this.received.set(name, []);
+    channel.onmessage = (e) => this.received.get(name).push(e.data);
+    channel.onclose = () => this.log.push(`datachannel ${name} closed`);
+    await new Promise((resolve, reject) => {
+      if (channel.readyState === "open") resolve();
+      channel.onopen = resolve;
+      setTimeout(() => reject(new Error(`datachannel ${name} did not open`)), 5000);
+    });
   }
 
   async state() {
@@ -167,4 +205,21 @@ async function microphone(count = 1) {
   return tracks;
 }
 
-window.sfu = { SfuSession, SfuError, microphone, sessions: {} };
+// Steady sine tones (one track each), so a receiver can tell tracks apart by frequency and
+// see every gap: the fake microphone beeps only 100 ms a second.
+const audioContexts = [];
+async function tones(frequencies) {
+  const context = new AudioContext({ sampleRate: 48000 });
+  audioContexts.push(context); // keep it (and its oscillators) alive
+  await context.resume();
+  return frequencies.map((frequency) => {
+    const oscillator = new OscillatorNode(context, { frequency });
+    const gain = new GainNode(context, { gain: 0.3 });
+    const destination = new MediaStreamAudioDestinationNode(context, { channelCount: 1 });
+    oscillator.connect(gain).connect(destination);
+    oscillator.start();
+    return destination.stream.getAudioTracks()[0];
+  });
+}
+
+window.sfu = { SfuSession, SfuError, microphone, tones, sessions: {} };
