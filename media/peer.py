@@ -212,6 +212,7 @@ class RealtimePeer:
         session_id = (await self._client.new_session()).session_id  # retried, outside the lock
         async with self._lock:
             self._open(session_id)
+            self._set_state(PeerState.CONNECTING)
         self._watchdog = asyncio.create_task(
             self._watch(), name=f"peer-watchdog-{self._session_id}"
         )
@@ -231,7 +232,6 @@ class RealtimePeer:
         self._reusable = []
         self._session_id = session_id
         self._pc = pc
-        self._set_state(PeerState.CONNECTING)
         logger.info("peer session opened session_id=%s", self._session_id)
 
     async def _close_pc(self) -> None:
@@ -281,12 +281,21 @@ class RealtimePeer:
                         if self._state is PeerState.CLOSED:
                             return
                         await self._rebuild()
+                        connected = self._pc is not None and self._pc.connectionState == "connected"
+                        self._set_state(PeerState.CONNECTED if connected else PeerState.CONNECTING)
             except (RealtimeError, OSError, ValueError, TimeoutError) as exc:
                 logger.warning(
                     "peer recovery attempt failed old_session_id=%s error=%s", old, exc or "timeout"
                 )
                 continue
             break
+        else:
+            logger.error("peer recovery gave up old_session_id=%s", old)
+            self._set_state(PeerState.CLOSED)
+            async with self._lock:
+                await self._close_pc()
+            self._emit(PeerEvent.CLOSED)
+            return
         self.recoveries += 1
         self.last_recovery_s = time.monotonic() - self._failed_at
         logger.info(
