@@ -932,8 +932,8 @@ async def _service(cfg: dict[str, Any]) -> dict[str, Any]:
     if mode == "ours":
         # Split latency at the listener's RTP tap: when the burst packet reached its InboundOpus.
         for listener, speaker_bridge in partners.items():
-            key = (bridges[speaker_bridge].peer.session_id, names[speaker_bridge][0])
-            inbound = bridges[listener]._inbounds[key]  # private: the bench's probe point
+            publisher = bridges[speaker_bridge].peer.session_id
+            inbound = bridges[listener].peer.inbound(publisher, names[speaker_bridge][0])
             marker_payload = packets[(speaker_bridge, 0)][MARKER_INDEX]
             inbound.feed = _probe(inbound.feed, marker_payload, arrivals[listener])
         for b in range(k):  # ...and when the send track handed it to aiortc's RTP sender

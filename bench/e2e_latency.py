@@ -160,7 +160,7 @@ async def service(cfg: dict[str, Any]) -> None:
                 if line.strip() == "sample":
                     say(event="threads", cpu=thread_cpu())
             jitter = {  # diagnostics only: the mixdown's per-stream jitter buffers
-                "/".join(str(part)[:8] for part in stream.key): _stats(stream.jitter.stats)
+                f"{stream.key.session_id[:8]}/{stream.key.track_name[:8]}": _stats(stream.jitter.stats)
                 for stream in bridge.mixdown._streams
             }
             say(
