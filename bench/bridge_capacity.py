@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from media.ice import pin_host_addresses  # noqa: E402
+from media.aiortc_compat import pin_host_addresses  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 pin_host_addresses([LOOPBACK])  # first thing in every process (spawned children re-import this)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from media.ice import pin_host_addresses
+from media.aiortc_compat import pin_host_addresses
 
 pin_host_addresses(["127.0.0.1"])  # before anything can open a socket: media stays on loopback
 

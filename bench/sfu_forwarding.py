@@ -67,8 +67,8 @@ from aiortc import (  # noqa: E402
 )
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
-from media.audio.rtptap import install_tap  # noqa: E402
-from media.ice import pin_host_addresses  # noqa: E402
+from media.aiortc_compat import install_tap  # noqa: E402
+from media.aiortc_compat import pin_host_addresses  # noqa: E402
 
 SAMPLE_RATE = 48_000
 FRAME = 960  # samples per 20 ms packet

@@ -42,7 +42,7 @@ from aiortc.rtp import RtpPacket
 
 from .audio.idle import IdleTrack
 from .audio.inbound import InboundOpus, InboundStats
-from .audio.rtptap import install_rtcp_observer, install_tap
+from .aiortc_compat import install_rtcp_observer, install_tap
 from .audio.source import OpusSource
 from .backoff import Backoff
 from .realtime import (

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import stamina
 
-from media.ice import pin_host_addresses
+from media.aiortc_compat import pin_host_addresses
 from tests.support.postgres import PostgresServer, PostgresUnavailable
 
 

@@ -19,6 +19,8 @@ from enum import Enum
 from aiortc import RTCRtpSender, clock
 from aiortc.rtp import RtpPacket
 
+from ..aiortc_compat import account_sent, send_rtp, take_stream_identity
+
 __all__ = ["ExtensionIds", "Publication", "PublicationState", "Subscription"]
 
 logger = logging.getLogger(__name__)
@@ -160,14 +162,7 @@ class Subscription:
         connection. `sender` takes over this stream's identity (SSRC, msid, report counters),
         so the subscriber's browser sees the same stream continue; call it before the answer
         that announces `sender` is created."""
-        old = self._sender
-        sender._ssrc = self._ssrc
-        sender._stream_id = old._stream_id
-        sender._track_id = old._track_id
-        packets = old._RTCRtpSender__packet_count  # type: ignore[attr-defined]
-        octets = old._RTCRtpSender__octet_count  # type: ignore[attr-defined]
-        sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+        take_stream_identity(sender, self._sender)
         self._sender = sender
 
     def publication_closed(self) -> None:
@@ -214,15 +209,11 @@ class Subscription:
             return
         data = self.pack(packet)
         try:
-            await self._sender.transport._send_rtp(data)
+            await send_rtp(self._sender, data)
         except ConnectionError:
             self.dropped += 1
             return
         self._last_sent_at = now
         self.forwarded += 1
         # Keep the parked sender's report figures true (RTCP SR is built from these).
-        sender = self._sender
-        sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count += len(packet.payload)  # type: ignore[attr-defined]
-        sender._RTCRtpSender__rtp_timestamp = self._last_ts  # type: ignore[attr-defined]
-        sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
+        account_sent(self._sender, len(packet.payload), self._last_ts, ntp)

@@ -9,7 +9,7 @@ from types import TracebackType
 
 from aiohttp import web
 
-from ..ice import pin_host_addresses, pinned_host_addresses
+from ..aiortc_compat import pin_host_addresses, pinned_host_addresses
 from .api import build_app
 from .registry import SESSION_REUSE_S, TRACK_IDLE_S, Registry
 from .stun import StunServer

@@ -31,7 +31,16 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtpPacket
 
 from ..audio.idle import IdleTrack
-from ..audio.rtptap import install_tap
+from ..aiortc_compat import (
+    data_channel_ids,
+    dtls_role,
+    inherit_seen_mids,
+    install_tap,
+    mline_index,
+    negotiated_codecs,
+    negotiated_extensions,
+    transceiver_list,
+)
 from ..sdp_shaping import (
     NegotiatedMap,
     rejected_mids,
@@ -246,12 +255,12 @@ class SfuSession:
     async def _drop_stale_transceivers(self, offer: aiortc_sdp.SessionDescription) -> None:
         # A browser may recycle a closed m-line for a new mid; aiortc then keeps two
         # transceivers on one m-line and would pick the stale one (docs/webrtc-interop.md §2.5).
-        transceivers: list[RTCRtpTransceiver] = self.pc._RTCPeerConnection__transceivers  # type: ignore[attr-defined]
+        transceivers = transceiver_list(self.pc)
         stale = [
             t
             for index, media in enumerate(offer.media)
             for t in transceivers
-            if t._get_mline_index() == index and t.mid != media.rtp.muxId
+            if mline_index(t) == index and t.mid != media.rtp.muxId
         ]
         for t in stale:
             transceivers.remove(t)
@@ -305,8 +314,7 @@ class SfuSession:
             raise ApiError.invalid_sdp(f"offer rejected: {exc}") from None
         old, self.pc = self.pc, pc
         # The new connection must never hand out a mid the client has seen on this session.
-        seen = old._RTCPeerConnection__seenMids  # type: ignore[attr-defined]
-        pc._RTCPeerConnection__seenMids |= seen  # type: ignore[attr-defined]
+        inherit_seen_mids(pc, old)
         # Before the client's close_notify reaches the old connection: its end is no news.
         old.remove_listener("connectionstatechange", self._on_connection_state)
         pc.on("connectionstatechange", self._on_connection_state)
@@ -413,11 +421,11 @@ class SfuSession:
 
     def _configure(self, pulled: _Pulled) -> None:
         transceiver = pulled.transceiver
-        codecs = [c for c in transceiver._codecs if c.mimeType.lower() == "audio/opus"]
+        codecs = [c for c in negotiated_codecs(transceiver) if c.mimeType.lower() == "audio/opus"]
         if not codecs:
             logger.warning("pull without opus session_id=%s mid=%s", self.id, transceiver.mid)
             return
-        ids = {e.uri: e.id for e in transceiver._headerExtensions}
+        ids = {e.uri: e.id for e in negotiated_extensions(transceiver)}
         pulled.subscription.configure(
             codecs[0].payloadType,
             ExtensionIds(mid=ids.get(MID_URI, 0), audio_level=ids.get(AUDIO_LEVEL_URI, 0)),
@@ -712,9 +720,9 @@ class SfuSession:
         # server. Allocating from the SFU's own parity keeps clear of the client's channels;
         # before the role is settled the SFU is the offerer, and answerers pick DTLS client.
         assert self.pc.sctp is not None
-        role = self.pc.sctp.transport._role
+        role = dtls_role(self.pc.sctp)
         channel_id = 0 if role == "client" else 1
-        taken = set(self._channels) | set(self.pc.sctp._data_channels)
+        taken = set(self._channels) | data_channel_ids(self.pc.sctp)
         while channel_id in taken:
             channel_id += 2
         return channel_id

@@ -13,7 +13,7 @@ import httpx
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtp import RtpPacket
 
-from media.audio.rtptap import install_tap
+from media.aiortc_compat import install_tap
 
 
 @dataclass
