@@ -5,23 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
-import numpy as np
 import pytest
 
-from media.backoff import Backoff
-from media.bridge import Bridge, BridgeConfig
-from media.peer import PeerConfig
+from media.bridge import Bridge
 from media.realtime import RealtimeClient
 from media.rooms import InMemoryDirectory, MemberKind, TrackInfo
 from tests.support.opus_source import OpusReplayTrack, encode_tone
+from tests.support.bridges import bridge_in, record, speaking
 from tests.support.rtc import Client
 from tests.support.signals import band_level_db, collect_pcm, dominant_frequency
 
 PRESENT_DB = -45.0
 ABSENT_DB = -70.0
-FAST_PEER = PeerConfig(recovery=Backoff(initial_s=0.05, max_s=0.5))
 
 
 @pytest.fixture
@@ -35,46 +31,6 @@ async def client(sfu):
 @pytest.fixture
 def directory():
     return InMemoryDirectory()
-
-
-@contextlib.asynccontextmanager
-async def speaking(bridge: Bridge, name: str, frequency_hz: float) -> AsyncIterator[None]:
-    packets = encode_tone(frequency_hz, 50)
-    speaker = bridge.speaker(name, display_name=name)
-
-    async def feed() -> None:
-        start = time.monotonic()
-        index = 0
-        while True:
-            speaker.push(packets[index % len(packets)])
-            index += 1
-            await asyncio.sleep(max(0.0, start + index * 0.02 - time.monotonic()))
-
-    task = asyncio.create_task(feed())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-@contextlib.asynccontextmanager
-async def bridge_in(room: str, client, directory, member: str) -> AsyncIterator[Bridge]:
-    bridge = Bridge(room, client, directory, BridgeConfig(member, member, peer=FAST_PEER))
-    await bridge.start()
-    try:
-        yield bridge
-    finally:
-        await bridge.stop()
-
-
-async def record(bridge: Bridge, seconds: float) -> np.ndarray:
-    frames = []
-    async for frame in bridge.frames():
-        frames.append(frame.copy())
-        if len(frames) >= seconds * 50:
-            return np.concatenate(frames)
-    raise AssertionError("unreachable")
 
 
 async def plain_participant(api, directory, room: str, member: str, frequency_hz: float) -> Client:

@@ -15,16 +15,14 @@ import pytest
 
 from media import rooms
 from media.audio.source import OpusSource
-from media.backoff import Backoff
-from media.bridge import Bridge, BridgeConfig
-from media.peer import PeerConfig, RealtimePeer
+from media.bridge import Bridge
+from media.peer import RealtimePeer
 from media.realtime import RealtimeClient, TrackLocator
 from media.rooms import InMemoryDirectory, MemberKind, TrackInfo
+from tests.support.bridges import FAST_PEER, bridge_in, record, speaking
 from tests.support.feeding import feeding
-from tests.support.opus_source import encode_tone
 from tests.support.signals import band_level_db
 
-FAST_PEER = PeerConfig(recovery=Backoff(initial_s=0.05, max_s=0.5))
 PRESENT_DB = -45.0
 
 
@@ -37,16 +35,6 @@ async def client(sfu):
 @pytest.fixture
 def directory():
     return InMemoryDirectory()
-
-
-@contextlib.asynccontextmanager
-async def bridge_in(room: str, client, directory, member: str) -> AsyncIterator[Bridge]:
-    bridge = Bridge(room, client, directory, BridgeConfig(member, member, peer=FAST_PEER))
-    await bridge.start()
-    try:
-        yield bridge
-    finally:
-        await bridge.stop()
 
 
 @contextlib.asynccontextmanager
@@ -65,36 +53,6 @@ async def plain_publisher(
     finally:
         await directory.leave(room, member)
         await peer.close()
-
-
-@contextlib.asynccontextmanager
-async def speaking(bridge: Bridge, name: str, frequency_hz: float) -> AsyncIterator[None]:
-    packets = encode_tone(frequency_hz, 50)
-    speaker = bridge.speaker(name, display_name=name)
-
-    async def feed() -> None:
-        start = time.monotonic()
-        index = 0
-        while True:
-            speaker.push(packets[index % len(packets)])
-            index += 1
-            await asyncio.sleep(max(0.0, start + index * 0.02 - time.monotonic()))
-
-    task = asyncio.create_task(feed())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def paced_output(bridge: Bridge, seconds: float) -> np.ndarray:
-    frames = []
-    async for frame in bridge.frames():
-        frames.append(frame.copy())
-        if len(frames) >= seconds * 50:
-            return np.concatenate(frames)
-    raise AssertionError("unreachable")
 
 
 async def until_heard(bridge: Bridge, frequency_hz: float, within_s: float) -> float:
@@ -141,7 +99,7 @@ async def test_waiting_subscription_across_a_recovery_is_pulled_once_and_clean(
                 await asyncio.sleep(0.02)
         async with feeding(source, 1000):
             await until_heard(listener, 1000, 10)
-            pcm = await paced_output(listener, 1.0)
+            pcm = await record(listener, 1.0)
         assert listener.peer.recoveries == 1
         # Exactly one subscription: one live mid on the peer, one forwarding sender on the SFU.
         assert list(listener.peer._mid_of) == [locator]
@@ -204,7 +162,7 @@ async def test_a_leaving_speaker_costs_the_others_no_gap(client, directory):
             async with speaking(talker, "second", 900):
                 await until_heard(listener, 900, 10)
                 # "first" holds the first m-line: the BUNDLE tag of the talker's connection.
-                collect = asyncio.create_task(paced_output(listener, 2.0))
+                collect = asyncio.create_task(record(listener, 2.0))
                 await asyncio.sleep(0.3)
                 await talker.remove_speaker("first")
                 pcm = await collect

@@ -15,7 +15,7 @@ from media.bridge import Bridge
 from media.peer import PeerState, PeerStats, TrackStats
 from media.realtime import RealtimeClient
 from media.rooms import InMemoryDirectory
-from tests.integration.test_bridge import bridge_in, record, speaking
+from tests.support.bridges import bridge_in, record, speaking
 from tests.support.signals import band_level_db
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]

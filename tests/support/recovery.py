@@ -22,7 +22,7 @@ from media.peer import PeerConfig
 from media.realtime import RealtimeClient
 from media.rooms import InMemoryDirectory
 from media.sfu import LocalSFU
-from tests.support.opus_source import encode_tone
+from tests.support.bridges import speaking
 from tests.support.sfu_process import SfuProcess
 from tests.support.signals import band_level_db
 
@@ -75,27 +75,6 @@ class _Listener:
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-
-
-@contextlib.asynccontextmanager
-async def _speaking(bridge: Bridge) -> AsyncIterator[None]:
-    packets = encode_tone(TONE_HZ, 50)
-    speaker = bridge.speaker("tone", display_name="tone")
-
-    async def feed() -> None:
-        start = time.monotonic()
-        index = 0
-        while True:
-            speaker.push(packets[index % len(packets)])
-            index += 1
-            await asyncio.sleep(max(0.0, start + index * 0.02 - time.monotonic()))
-
-    task = asyncio.create_task(feed(), name="recovery-speaker")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 Fault = Callable[["_Room"], Awaitable[None]]
@@ -177,7 +156,7 @@ async def measure_recovery(
         await listener.start()
         output = _Listener(listener)
         try:
-            async with _speaking(speaker):
+            async with speaking(speaker, "tone", TONE_HZ):
                 await output.heard(15)
                 faulted = time.monotonic()
                 await FAULTS[fault](_Room(sfu, speaker, listener, output))
