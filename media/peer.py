@@ -27,6 +27,7 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtpPacket
 
+from .audio.handover import replace_track
 from .audio.idle import IdleTrack
 from .audio.inbound import InboundOpus, InboundStats
 from .audio.rtptap import install_tap
@@ -307,7 +308,7 @@ class RealtimePeer:
             for publication in publications:
                 if self._reusable:
                     transceiver = self._reusable.pop(0)
-                    transceiver.sender.replaceTrack(publication.source.track())
+                    replace_track(transceiver.sender, publication.source.track())
                     transceiver.direction = "sendonly"
                     self._rejected.discard(transceiver.mid or "")
                 else:
@@ -337,7 +338,7 @@ class RealtimePeer:
         async def close() -> None:
             transceiver = publication.transceiver
             assert transceiver is not None and self._pc is not None
-            transceiver.sender.replaceTrack(IdleTrack())
+            replace_track(transceiver.sender, IdleTrack())
             transceiver.direction = "inactive"
             async with self._client.negotiation(self._session_id):
                 offer = await self._local_offer()
