@@ -40,6 +40,7 @@ from .datachannels import ChannelPublication, ChannelResult, ChannelStatus, chan
 from .errors import NOT_FOUND_TRACK_ERROR, ApiError, ItemError
 from .forwarder import ExtensionIds, Publication, Subscription
 from .models import DataChannelItem, SessionDescription, TrackItem
+from .receive_buffers import enlarge_receive_buffers
 
 __all__ = ["SessionState", "SfuSession", "TrackResult", "TrackStatus"]
 
@@ -307,13 +308,16 @@ class SfuSession:
                 f"the offer cannot be answered ({exc!r}); this session is closed, create a new one"
             ) from None
         self._negotiated_once = True
+        enlarge_receive_buffers(self.pc)
         return SessionDescription(type="answer", sdp=answer)
 
     async def _offer(self) -> SessionDescription:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
             shape_offer(d, self._numbering, self._closed_mids)
 
-        return SessionDescription(type="offer", sdp=await set_local_description(self.pc, "offer", shape))
+        offer = await set_local_description(self.pc, "offer", shape)
+        enlarge_receive_buffers(self.pc)
+        return SessionDescription(type="offer", sdp=offer)
 
     def _configure(self, pulled: _Pulled) -> None:
         transceiver = pulled.transceiver
