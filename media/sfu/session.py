@@ -40,7 +40,7 @@ from .datachannels import ChannelPublication, ChannelResult, ChannelStatus, chan
 from .errors import NOT_FOUND_TRACK_ERROR, ApiError, ItemError
 from .forwarder import ExtensionIds, Publication, Subscription
 from .models import DataChannelItem, SessionDescription, TrackItem
-from .receive_buffers import enlarge_receive_buffers
+from ..receive_buffers import enlarge_receive_buffers
 
 __all__ = ["SessionState", "SfuSession", "TrackResult", "TrackStatus"]
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from media.sfu.receive_buffers import RECEIVE_BUFFER_BYTES, gathered_sockets
+from media.receive_buffers import RECEIVE_BUFFER_BYTES, gathered_sockets
 from tests.support.rtc import Client
 from tests.support.signals import ToneTrack
 

@@ -1,14 +1,15 @@
-"""Receive buffers that let a session's media ride out a busy event loop.
+"""Receive buffers that let a connection's media ride out a busy event loop.
 
-The SFU reads every publisher's RTP on one event loop. The kernel's default UDP receive
+The local SFU reads every publisher's RTP on one event loop. The kernel's default UDP receive
 buffer (212,992 bytes on Linux; a small loopback datagram costs ~830 bytes of it) holds about
 256 packets: 80 ms of a session publishing the 64 tracks one request allows. A negotiation of
 that many m-lines, or a process preempted on a loaded machine, stalls the loop longer, and the
 kernel drops what does not fit — silently, before any counter of ours sees it (measured: 600 to
 6,800 such drops per run of the 64-track forwarding test, all on the publisher's session
-socket). So each session's sockets ask for room for about two seconds of that rate, as media
-servers do. Above `net.core.rmem_max` only a privileged process gets it (SO_RCVBUFFORCE);
-otherwise the kernel caps the request and we say which sysctl to raise.
+socket). So each SFU session's sockets (and any other connection that receives many tracks)
+ask for room for about three seconds of that rate, as media servers do. Above
+`net.core.rmem_max` only a privileged process gets it (SO_RCVBUFFORCE); otherwise the kernel
+caps the request and we say which sysctl to raise.
 
 aiortc and aioice keep the sockets private: this module is the one place that reaches them.
 """
