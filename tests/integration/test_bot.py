@@ -17,6 +17,7 @@ from bot.config import load_settings
 from bot.service import Service
 from bot.voice import VoiceLink
 from tests.fakes.discord import FakeDiscord, Permission
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -68,12 +69,6 @@ async def world(tmp_path):
         alice = fake.add_member(guild, "alice")
         config = write_config(tmp_path / "config.toml", guild.id)
         yield fake, guild, text, lounge, stage, admin, alice, config
-
-
-async def until(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_link_then_join_bridges_the_channel(world):
@@ -174,12 +169,12 @@ async def test_auto_mode_joins_when_someone_arrives_and_leaves_when_empty(world)
         )
         await linked.final_text()
         await fake.user_joins_voice(guild, alice, lounge)
-        await until(lambda: service.bridges.active(guild.id) is not None, 20)
+        await wait_until(lambda: service.bridges.active(guild.id) is not None, 20)
         active = service.bridges.active(guild.id)
-        await until(lambda: active.voice.is_connected(), 20)
+        await wait_until(lambda: active.voice.is_connected(), 20)
         await fake.user_leaves_voice(guild, alice)
         left_at = time.monotonic()
-        await until(lambda: service.bridges.active(guild.id) is None, 10)
+        await wait_until(lambda: service.bridges.active(guild.id) is None, 10)
         assert time.monotonic() - left_at >= 0.4  # waited out auto_leave_delay_s
 
 
@@ -189,7 +184,7 @@ async def test_sigterm_leaves_voice_and_exits_within_ten_seconds(world):
     with fake.patch_discord():
         service = Service(settings, link_factory=VoiceLink, connector_factory=fake.connector)
         runner = asyncio.create_task(service.run_until_signalled())
-        await until(lambda: service.bot is not None and service.bot.is_ready(), 15)
+        await wait_until(lambda: service.bot is not None and service.bot.is_ready(), 15)
         await service.store.link(guild.id, lounge.id, "lobby", "manual", "test")
         await fake.user_joins_voice(guild, alice, lounge)
         joined = await fake.send_interaction(guild, text, alice, "join")

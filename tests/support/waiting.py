@@ -8,15 +8,16 @@ bound on a failure, not a timing assertion; keep it generous.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
-__all__ = ["wait_until", "wait_until_async", "wait_until_sync"]
+__all__ = ["wait_until", "wait_until_async"]
 
 POLL_S = 0.02
 
 
-async def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
+async def wait_until(
+    predicate: Callable[[], object], timeout_s: float = 10.0, what: str = ""
+) -> None:
     """Return once `predicate()` is truthy; AssertionError naming `what` after `timeout_s`."""
     try:
         async with asyncio.timeout(timeout_s):
@@ -36,12 +37,3 @@ async def wait_until_async(
                 await asyncio.sleep(POLL_S)
     except TimeoutError:
         raise AssertionError(f"not {what or 'true'} within {timeout_s} s") from None
-
-
-def wait_until_sync(predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
-    """`wait_until` for synchronous tests (a subprocess, a thread, a browser page)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what or 'true'} within {timeout_s} s")
-        time.sleep(POLL_S)
