@@ -355,7 +355,7 @@ class _Reader(AudioReader):
         super().__init__(sink, vc, after=after)
         self.keepalive = _NoKeepAlive()  # type: ignore[assignment]
         router = self.packet_router
-        router.get_decoder = _prompt_decoder_factory(router)  # type: ignore[method-assign]
+        router.get_decoder = _prompt_decoder_factory(router)  # type: ignore[method-assign,assignment]
 
 
 def _prompt_decoder_factory(router: PacketRouter) -> Callable[[int], PacketDecoder]:

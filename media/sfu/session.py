@@ -321,13 +321,15 @@ class SfuSession:
 
     def _configure(self, pulled: _Pulled) -> None:
         transceiver = pulled.transceiver
-        codecs = [c for c in transceiver._codecs if c.mimeType.lower() == "audio/opus"]
-        if not codecs:
+        opus = next(
+            (c.payloadType for c in transceiver._codecs if c.mimeType.lower() == "audio/opus"), None
+        )
+        if opus is None:
             logger.warning("pull without opus session_id=%s mid=%s", self.id, transceiver.mid)
             return
         ids = {e.uri: e.id for e in transceiver._headerExtensions}
         pulled.subscription.configure(
-            codecs[0].payloadType,
+            opus,
             ExtensionIds(mid=ids.get(MID_URI, 0), audio_level=ids.get(AUDIO_LEVEL_URI, 0)),
             transceiver.mid,
         )
@@ -474,11 +476,12 @@ class SfuSession:
                 results.append(error)
                 continue
             if item.mid and item.mid.startswith("#"):
-                transceiver = self._bidirectional_transceiver(item.mid[1:])
-                if transceiver is None:
+                reused = self._bidirectional_transceiver(item.mid[1:])
+                if reused is None:
                     results.append(TrackResult(item.track_name, "", item.session_id, ItemError(
                         "invalid_params", f"no local track {item.mid[1:]!r} on this session to reuse")))
                     continue
+                transceiver = reused
                 transceiver.direction = "sendrecv"
             else:
                 self._ensure_placeholder()
