@@ -179,7 +179,7 @@ async def test_auto_mode_joins_when_someone_arrives_and_leaves_when_empty(world)
 
 
 async def test_sigterm_leaves_voice_and_exits_within_ten_seconds(world):
-    fake, guild, text, lounge, _, admin, alice, config = world
+    fake, guild, text, lounge, _, _, alice, config = world
     settings = load_settings(config, environ={"DISCORD_TOKEN": fake.token})
     with fake.patch_discord():
         service = Service(settings, link_factory=VoiceLink, connector_factory=fake.connector)

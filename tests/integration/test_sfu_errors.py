@@ -73,7 +73,8 @@ class Http:
 
 def expect(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
     """The exact status, a JSON body, and for errors the exact errorCode."""
-    detail = f"{response.request.method} {response.request.url} -> {response.status_code} {response.text[:300]}"
+    request = response.request
+    detail = f"{request.method} {request.url} -> {response.status_code} {response.text[:300]}"
     assert response.status_code == status, detail
     assert response.headers["content-type"].startswith("application/json"), detail
     body = response.json()

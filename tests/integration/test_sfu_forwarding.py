@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -49,7 +50,7 @@ def assert_stream_intact(packets, sent: list[bytes]) -> None:
         all(payload == sent[(start + offset) % len(sent)] for offset, payload in enumerate(payloads))
         for start in starts
     ), "payloads differ from the publisher's sequence"
-    for before, after in zip(packets, packets[1:]):
+    for before, after in itertools.pairwise(packets):
         assert (after.sequence_number - before.sequence_number) & 0xFFFF == 1
         assert (after.timestamp - before.timestamp) & 0xFFFFFFFF == 960
     assert len({p.ssrc for p in packets}) == 1

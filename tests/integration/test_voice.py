@@ -316,7 +316,7 @@ async def test_users_joining_and_leaving_mid_call_do_not_interrupt_the_others(ap
         alice, bob = fake.add_member(guild, "alice"), fake.add_member(guild, "bob")
         dave = fake.dave(voice)
         alice_voice = await fake.user_joins_voice(guild, alice, voice)
-        async with bridged(fake, guild, voice.id, realtime, directory) as (client, bridge, link, _):
+        async with bridged(fake, guild, voice.id, realtime, directory) as (_, bridge, link, _):
             await dave.wait_for_members({alice.id, fake.bot.id})
             session = link.voice_client._connection.dave_session
             member = bridge.config.member_id
@@ -458,7 +458,7 @@ async def test_kicked_bot_rejoins_and_moved_bot_returns(api, realtime, directory
         alice = fake.add_member(guild, "alice")
         alice_voice = await fake.user_joins_voice(guild, alice, voice)
         async with (
-            bridged(fake, guild, voice.id, realtime, directory) as (client, bridge, link, _),
+            bridged(fake, guild, voice.id, realtime, directory) as (_, bridge, link, _),
             participant(api, directory, 1000.0) as web,
             talking(alice_voice, encode_tone(300, TONE_FRAMES)),
         ):
