@@ -66,6 +66,7 @@ CHROMIUM_ARGS = [
 AUDIO_WINDOW_S = 2.0
 MIN_PACKETS_PER_WINDOW = 50  # 20 ms packets: 100 expected in 2 s
 MAX_CONCEALED_RATIO = 0.2
+PLAYOUT_RATE_HZ = 48_000  # Chrome's audio inbound stats count samples at the Opus rate
 PUSH_RETRY_S = 10.0
 
 
@@ -210,21 +211,19 @@ class Browser:
     async def hears(self, name: str, mid: str, window_s: float = AUDIO_WINDOW_S) -> AudioCheck:
         """Audio arrives on `mid` of session `name`: packets, energy, little concealment.
 
-        Judged over the time `MIN_PACKETS_PER_WINDOW` (scaled to `window_s`) more packets take
-        to arrive, so a slow machine stretches the window instead of failing the count.
+        Judged over `window_s` of the page's playout (its sample count), not of the wall
+        clock, so a page that reports its stats late still judges the same stretch of audio.
         """
         before = await self._inbound(name, mid, wait=True)
-        wanted = MIN_PACKETS_PER_WINDOW * window_s / AUDIO_WINDOW_S
         after = before
 
-        async def arrived() -> bool:
+        async def played() -> bool:
             nonlocal after
             after = await self._inbound(name, mid)
-            return after["packetsReceived"] - before["packetsReceived"] >= wanted
+            samples = after["totalSamplesReceived"] - before["totalSamplesReceived"]
+            return samples >= window_s * PLAYOUT_RATE_HZ
 
-        await wait_until_async(
-            arrived, timeout_s=window_s * 5, what=f"{wanted:.0f} packets on {mid}"
-        )
+        await wait_until_async(played, timeout_s=window_s * 5, what=f"{window_s} s played on {mid}")
         check = AudioCheck(
             packets=after["packetsReceived"] - before["packetsReceived"],
             energy=after["totalAudioEnergy"] - before["totalAudioEnergy"],
@@ -233,6 +232,7 @@ class Browser:
             concealed=after["concealedSamples"] - before["concealedSamples"],
         )
         print(f"audio on {name}/{mid}: {check}")
+        assert check.packets >= MIN_PACKETS_PER_WINDOW * window_s / AUDIO_WINDOW_S, check
         assert check.energy > 0, check
         assert check.samples > 0, check
         assert check.concealed <= MAX_CONCEALED_RATIO * check.samples, check
