@@ -67,6 +67,7 @@ AUDIO_WINDOW_S = 2.0
 MIN_PACKETS_PER_WINDOW = 50  # 20 ms packets: 100 expected in 2 s
 MAX_CONCEALED_RATIO = 0.2
 PLAYOUT_RATE_HZ = 48_000  # Chrome's audio inbound stats count samples at the Opus rate
+LATE_WINDOWS = 3
 PUSH_RETRY_S = 10.0
 
 
@@ -139,6 +140,7 @@ class AudioCheck:
     level: float
     samples: int
     concealed: int
+    lost: int
 
 
 class Browser:
@@ -213,8 +215,26 @@ class Browser:
 
         Judged over `window_s` of the page's playout (its sample count), not of the wall
         clock, so a page that reports its stats late still judges the same stretch of audio.
+        Concealment with packets lost fails at once. Concealment with none lost means packets
+        came late — on a starved machine, from the test's own real-time sender — so the next
+        window is judged instead, `LATE_WINDOWS` at most: a forwarding fault that conceals
+        without loss (bad timestamps, say) persists and still fails.
         """
         before = await self._inbound(name, mid, wait=True)
+        for _ in range(LATE_WINDOWS):
+            check, before = await self._window(name, mid, window_s, before)
+            print(f"audio on {name}/{mid}: {check}")
+            assert check.packets >= MIN_PACKETS_PER_WINDOW * window_s / AUDIO_WINDOW_S, check
+            assert check.energy > 0, check
+            assert check.samples > 0, check
+            if check.concealed <= MAX_CONCEALED_RATIO * check.samples:
+                return check
+            assert check.lost == 0, check
+        raise AssertionError(f"over {MAX_CONCEALED_RATIO:.0%} concealed in every window: {check}")
+
+    async def _window(
+        self, name: str, mid: str, window_s: float, before: dict[str, Any]
+    ) -> tuple[AudioCheck, dict[str, Any]]:
         after = before
 
         async def played() -> bool:
@@ -230,13 +250,9 @@ class Browser:
             level=after["audioLevel"],
             samples=after["totalSamplesReceived"] - before["totalSamplesReceived"],
             concealed=after["concealedSamples"] - before["concealedSamples"],
+            lost=(after.get("packetsLost") or 0) - (before.get("packetsLost") or 0),
         )
-        print(f"audio on {name}/{mid}: {check}")
-        assert check.packets >= MIN_PACKETS_PER_WINDOW * window_s / AUDIO_WINDOW_S, check
-        assert check.energy > 0, check
-        assert check.samples > 0, check
-        assert check.concealed <= MAX_CONCEALED_RATIO * check.samples, check
-        return check
+        return check, after
 
     async def _inbound(self, name: str, mid: str, wait: bool = False) -> dict[str, Any]:
         deadline = time.monotonic() + (10.0 if wait else 0.0)
