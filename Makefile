@@ -4,7 +4,7 @@ PYTHON_VERSION ?= 3.12
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run demo test bench venv
+.PHONY: run demo test test-fast lint bench venv
 
 $(VENV)/.installed: pyproject.toml scripts/find-python
 	scripts/find-python $(PYTHON_VERSION) -m venv $(VENV)
@@ -25,6 +25,17 @@ test: venv
 	scripts/ensure-iptables
 	scripts/ensure-postgres
 	$(PY) -m pytest -q -ra
+
+# The fast lane: pure unit tests, no servers, peers or browsers (tests/unit/conftest.py
+# refuses sockets), in seconds.
+test-fast: venv
+	$(PY) -m pytest -q tests/unit
+
+# The lint gate: ruff (rules and format) and mypy, as configured in pyproject.toml.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: venv
 	$(PY) bench/sfu_forwarding.py

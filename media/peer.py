@@ -40,9 +40,10 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtpPacket
 
+from .audio.handover import replace_track
 from .audio.idle import IdleTrack
 from .audio.inbound import InboundOpus, InboundStats
-from .aiortc_compat import install_rtcp_observer, install_tap
+from .aiortc_compat import enlarge_receive_buffers, install_rtcp_observer, install_tap
 from .audio.source import OpusSource
 from .backoff import Backoff
 from .realtime import (
@@ -422,7 +423,9 @@ class RealtimePeer:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
             shape_offer(d, self._numbering, self._rejected)
 
-        return SessionDescription("offer", await set_local_description(self._pc, "offer", shape))
+        offer = await set_local_description(self._pc, "offer", shape)
+        enlarge_receive_buffers(self._pc)  # a bridge may receive many tracks at once
+        return SessionDescription("offer", offer)
 
     async def _apply_answer(self, answer: SessionDescription | None) -> None:
         assert self._pc is not None
@@ -444,7 +447,9 @@ class RealtimePeer:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
             shape_answer(d, parsed, self._rejected)
 
-        return SessionDescription("answer", await set_local_description(self._pc, "answer", shape))
+        answer = await set_local_description(self._pc, "answer", shape)
+        enlarge_receive_buffers(self._pc)
+        return SessionDescription("answer", answer)
 
     def _tap_new_receivers(self, pc: RTCPeerConnection) -> None:
         # Runs inside setRemoteDescription, before aiortc starts any receiver.
@@ -510,7 +515,7 @@ class RealtimePeer:
             for publication in publications:
                 if self._reusable:
                     transceiver = self._reusable.pop(0)
-                    transceiver.sender.replaceTrack(publication.source.track())
+                    replace_track(transceiver.sender, publication.source.track())
                     transceiver.direction = "sendonly"
                     self._rejected.discard(transceiver.mid or "")
                 else:
@@ -547,7 +552,7 @@ class RealtimePeer:
 
         async def close() -> None:
             assert self._pc is not None
-            transceiver.sender.replaceTrack(IdleTrack())
+            replace_track(transceiver.sender, IdleTrack())
             transceiver.direction = "inactive"
             async with self._client.negotiation(self._session_id):
                 offer = await self._local_offer()

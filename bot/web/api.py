@@ -481,4 +481,4 @@ def _locator(item: Any) -> TrackLocator:
             raise WebError(
                 400, "bad_request", "each track must be {sessionId, trackName} (strings)"
             )
-    return TrackLocator(session_id, track_name)
+    return TrackLocator(str(session_id), str(track_name))  # both checked to be str above

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -337,7 +337,10 @@ class ParticipantRegistry:
         if participant.published is not None:
             mids.insert(0, participant.published.mid)
         socket, participant.socket = participant.socket, None
-        steps = [self._force_close(participant, mids), self._ice.revoke(participant.turn_usernames)]
+        steps: list[Awaitable[object]] = [
+            self._force_close(participant, mids),
+            self._ice.revoke(participant.turn_usernames),
+        ]
         if socket is not None and not socket.closed:
             steps.append(socket.close(code=close_code, message=reason.encode()[:120]))
         try:

@@ -62,7 +62,7 @@ class SdpSummary:
         others = sorted({m.kind for m in media if m.kind != "audio"})
         if others:
             raise WebError(406, "audio_only", f"audio only: {', '.join(others)} is not accepted")
-        return cls(SessionDescription(expected, sdp), media)
+        return cls(SessionDescription(expected, sdp), tuple(media))
 
     def section(self, mid: str) -> MediaSection | None:
         return next((m for m in self.media if m.mid == mid), None)

@@ -291,6 +291,6 @@ def _optional_str(claims: dict[str, Any], name: str) -> str | None:
 
 def _claim_role(claims: dict[str, Any]) -> Role:
     try:
-        return Role(claims.get("role"))
+        return Role(_optional_str(claims, "role") or "")  # "" is no role: ValueError below
     except ValueError:
         raise TokenError("token_invalid", "the token is not valid") from None

@@ -25,6 +25,7 @@ import time
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+from av.frame import Frame
 
 from .packet import FRAME_SAMPLES, SAMPLE_RATE_HZ
 
@@ -70,11 +71,22 @@ class OpusSource:
         self._track = OpusSourceTrack(self)
         return self._track
 
-    async def _next(self) -> tuple[bytes, int]:
+    @property
+    def queued(self) -> int:
+        """Packets pushed and not yet taken by a send track."""
+        return len(self._queue)
+
+    async def _next(self, track: OpusSourceTrack) -> tuple[bytes, int] | None:
+        """The next packet, or None once `track` has been handed over while it waited."""
         while not self._queue:
+            if track.successor is not None:
+                return None
             self._ready.clear()
             await self._ready.wait()
         return self._queue.popleft()
+
+    def _wake(self) -> None:
+        self._ready.set()
 
 
 class OpusSourceTrack(MediaStreamTrack):
@@ -84,13 +96,25 @@ class OpusSourceTrack(MediaStreamTrack):
         super().__init__()
         self._source = source
         self._previous: tuple[float, int] | None = None  # (sent at, timestamp)
+        self.successor: MediaStreamTrack | None = None
 
-    async def recv(self) -> av.Packet:
+    def hand_over(self, successor: MediaStreamTrack) -> None:
+        """The sender now reads `successor`; a `recv()` waiting on the source moves to it."""
+        self.successor = successor
+        self._source._wake()
+
+    async def recv(self) -> Frame | av.Packet:
+        if self.successor is not None:
+            return await self.successor.recv()
         if self.readyState != "live":
             raise MediaStreamError
-        payload, timestamp = await self._source._next()
+        item = await self._source._next(self)
+        if item is None:
+            assert self.successor is not None
+            return await self.successor.recv()
         if self.readyState != "live":
             raise MediaStreamError
+        payload, timestamp = item
         if self._previous is not None:
             sent_at, previous = self._previous
             spacing = ((timestamp - previous) & 0xFFFFFFFF) / SAMPLE_RATE_HZ / DRAIN_SPEEDUP

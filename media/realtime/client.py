@@ -37,7 +37,6 @@ from .models import (
     SessionDescription,
     SessionState,
     TrackRequest,
-    TrackResult,
     TracksResult,
 )
 from .rest import DEFAULT_TIMEOUT_S, ApiClient, ErrorObserver, RestApi

@@ -21,9 +21,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 REGISTRY = web.AppKey("registry", Registry)
-APPS = web.AppKey("apps", dict)
-TURN_KEYS = web.AppKey("turn_keys", dict)
-STUN_URLS = web.AppKey("stun_urls", list)
+APPS = web.AppKey[Mapping[str, str]]("apps")
+TURN_KEYS = web.AppKey[Mapping[str, str]]("turn_keys")
+STUN_URLS = web.AppKey[list[str]]("stun_urls")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -219,7 +219,8 @@ async def close_datachannels(request: web.Request) -> web.Response:
 
 def _ice_servers(request: web.Request) -> list[dict[str, Any]]:
     _authorize(request, request.app[TURN_KEYS], request.match_info["key_id"])
-    return [{"urls": list(request.app[STUN_URLS])}] if request.app[STUN_URLS] else []
+    urls = request.app[STUN_URLS]
+    return [{"urls": list(urls)}] if urls else []
 
 
 async def generate_ice_servers(request: web.Request) -> web.Response:

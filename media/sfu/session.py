@@ -34,6 +34,7 @@ from ..audio.idle import IdleTrack
 from ..aiortc_compat import (
     data_channel_ids,
     dtls_role,
+    enlarge_receive_buffers,
     inherit_seen_mids,
     install_tap,
     mline_index,
@@ -411,23 +412,33 @@ class SfuSession:
             ) from None
         self._negotiated_once = True
         self._bundle_tag = _bundle_tag(aiortc_sdp.SessionDescription.parse(answer))
+        enlarge_receive_buffers(self.pc)
         return SessionDescription(type="answer", sdp=answer)
 
     async def _offer(self) -> SessionDescription:
         def shape(d: aiortc_sdp.SessionDescription) -> None:
             shape_offer(d, self._numbering, self._rejected)
 
-        return SessionDescription(type="offer", sdp=await set_local_description(self.pc, "offer", shape))
+        offer = await set_local_description(self.pc, "offer", shape)
+        enlarge_receive_buffers(self.pc)
+        return SessionDescription(type="offer", sdp=offer)
 
     def _configure(self, pulled: _Pulled) -> None:
         transceiver = pulled.transceiver
-        codecs = [c for c in negotiated_codecs(transceiver) if c.mimeType.lower() == "audio/opus"]
-        if not codecs:
+        opus = next(
+            (
+                c.payloadType
+                for c in negotiated_codecs(transceiver)
+                if c.mimeType.lower() == "audio/opus"
+            ),
+            None,
+        )
+        if opus is None:
             logger.warning("pull without opus session_id=%s mid=%s", self.id, transceiver.mid)
             return
         ids = {e.uri: e.id for e in negotiated_extensions(transceiver)}
         pulled.subscription.configure(
-            codecs[0].payloadType,
+            opus,
             ExtensionIds(mid=ids.get(MID_URI, 0), audio_level=ids.get(AUDIO_LEVEL_URI, 0)),
             transceiver.mid,
         )
@@ -574,11 +585,12 @@ class SfuSession:
                 results.append(error)
                 continue
             if item.mid and item.mid.startswith("#"):
-                transceiver = self._bidirectional_transceiver(item.mid[1:])
-                if transceiver is None:
+                reused = self._bidirectional_transceiver(item.mid[1:])
+                if reused is None:
                     results.append(TrackResult(item.track_name, "", item.session_id, ItemError(
                         "invalid_params", f"no local track {item.mid[1:]!r} on this session to reuse")))
                     continue
+                transceiver = reused
                 transceiver.direction = "sendrecv"
             else:
                 self._ensure_placeholder()

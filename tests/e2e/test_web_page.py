@@ -36,6 +36,7 @@ from media.sfu import LocalSFU
 from tests.e2e.test_sfu_chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.support.opus_source import encode_tone
 from tests.support.signals import band_level_db
+from tests.support.waiting import wait_until_async
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -226,36 +227,30 @@ class RoomPage:
                 raise AssertionError(f"no audio on {track_names}: {stats}; console: {self.console}")
             await asyncio.sleep(0.25)
 
-    async def flowing(self, track_name: str, window_s: float = 1.0) -> None:
-        """Packets and audio energy keep arriving on the track (not only arrived once)."""
+    async def flowing(self, track_name: str, packets: int = 25) -> None:
+        """`packets` more packets with audio energy arrive on the track (not only arrived once)."""
 
-        def counters(stats: dict[str, Any]) -> tuple[int, float]:
+        async def counters() -> tuple[int, float]:
             [inbound] = [
-                i for i in stats["inbound"] if (i.get("track") or "").endswith("/" + track_name)
+                i
+                for i in (await self.stats())["inbound"]
+                if (i.get("track") or "").endswith("/" + track_name)
             ]
             return inbound["packetsReceived"], inbound["totalAudioEnergy"]
 
-        packets, energy = counters(await self.stats())
-        await asyncio.sleep(window_s)
-        later_packets, later_energy = counters(await self.stats())
-        assert later_packets - packets >= 25 * window_s and later_energy > energy, (
-            packets,
-            later_packets,
-        )
+        start_packets, start_energy = await counters()
+
+        async def more() -> bool:
+            now_packets, now_energy = await counters()
+            return now_packets - start_packets >= packets and now_energy > start_energy
+
+        await wait_until_async(more, what=f"{packets} more packets with energy on {track_name}")
 
     async def roster(self) -> str:
         return await self.page.locator("#members").inner_text()
 
 
-async def until(predicate, timeout_s: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-# -- scenarios ---------------------------------------------------------------------------------------
+# -- scenarios ------------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(150)
@@ -297,12 +292,14 @@ async def test_page_talks_with_a_bridged_channel(stack: Stack, tmp_path: Path, m
         [web_id] = await stack.web_members()
         participant = stack.web.registry.get(web_id)
         deadline = participant.credential_deadline
-        await until(
+        await wait_until_async(
             lambda: _later(participant.credential_deadline, deadline), timeout_s=6, what="a refresh"
         )
 
         # The bridge hears the browser's microphone: the fake device's 400 Hz beep.
-        await until(lambda: _published(stack, web_id), what="the page's microphone in the room")
+        await wait_until_async(
+            lambda: _published(stack, web_id), what="the page's microphone in the room"
+        )
         beep = await stack.hears_beep()
         print(f"beep in the bridge output: {beep:.1f} dB")
 
@@ -335,7 +332,10 @@ async def test_page_talks_with_a_bridged_channel(stack: Stack, tmp_path: Path, m
             t["mid"] == mic["mid"] and t["currentDirection"] == "sendonly"
             for t in stats["transceivers"]
         )
-        await asyncio.sleep(0.5)
+        # What was in flight drains first: wait for one quiet window, then judge a full one.
+        await wait_until_async(
+            lambda: _quiet(stack, beep), timeout_s=15, what="the beep to stop after muting"
+        )
         muted = await stack.beep_level(3.0)
         print(f"beep while muted: {muted:.1f} dB")
         assert muted < beep - 20, (muted, beep)
@@ -349,7 +349,9 @@ async def test_page_talks_with_a_bridged_channel(stack: Stack, tmp_path: Path, m
         )
         await stack.bridge.remove_speaker("dc:1001:43")
         await page.locator(".person", has_text="Grace Hopper").wait_for(state="detached")
-        await until(lambda: _stopped(room, grace_mid), what="Grace's transceiver to stop")
+        await wait_until_async(
+            lambda: _stopped(room, grace_mid), what="Grace's transceiver to stop"
+        )
         stats = await room.stats()
         assert stats["connectionState"] == "connected" and stats["state"] == "connected", stats
         assert await sink_volumes(page) == {"dc:1001:42": 0.5}
@@ -359,19 +361,21 @@ async def test_page_talks_with_a_bridged_channel(stack: Stack, tmp_path: Path, m
         participant = stack.web.registry.get(web_id)
         assert participant.socket is not None
         await participant.socket.close(code=1012, message=b"service restart")
-        await until(lambda: _rejoined(stack, web_id), timeout_s=20, what="a new participant")
+        await wait_until_async(
+            lambda: _rejoined(stack, web_id), timeout_s=20, what="a new participant"
+        )
         await room.until_status("Connected")
         [new_id] = await stack.web_members()
         assert new_id != web_id
         await room.hears(["dc:1001:42"])
         assert await sink_volumes(page) == {"dc:1001:42": 0.5}  # kept across the rebuild
-        await until(lambda: _published(stack, new_id), what="the microphone again")
+        await wait_until_async(lambda: _published(stack, new_id), what="the microphone again")
         again = await stack.hears_beep()
         print(f"beep after reconnecting: {again:.1f} dB")
         assert not [line for line in room.console if line.startswith("pageerror")], room.console
 
         await page.get_by_role("button", name="Leave").click()
-        await until(lambda: _no_web_members(stack), what="the page to leave")
+        await wait_until_async(lambda: _no_web_members(stack), what="the page to leave")
         # The server forgets the member before it answers; the page writes after the answer.
         await page.locator("#ended").get_by_text("You left the room.").wait_for(timeout=5000)
         assert "You left the room." in await page.locator("#ended").inner_text()
@@ -432,3 +436,8 @@ async def _rejoined(stack: Stack, old_id: str) -> bool:
 
 async def _no_web_members(stack: Stack) -> bool:
     return not await stack.web_members()
+
+
+async def _quiet(stack: Stack, beep_db: float) -> bool:
+    # 2 s always hold one of the fake microphone's once-a-second beeps, had it still been sent.
+    return await stack.beep_level(2.0) < beep_db - 20

@@ -19,6 +19,7 @@ from bot.voice import VoiceLink
 from media.audio import OPUS_SILENCE_FRAME
 from media.peer import PeerState
 from tests.fakes.discord import FakeDiscord, Permission
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -72,12 +73,6 @@ async def world(tmp_path):
         yield fake, guild, text, lounge, stage, admin, alice, config
 
 
-async def until(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 async def test_link_then_join_bridges_the_channel(world):
     fake, guild, text, lounge, _, admin, alice, config = world
     async with running(fake, config) as service:
@@ -102,11 +97,11 @@ async def test_link_then_join_bridges_the_channel(world):
         # The SFU forgets the bridge's session: it is rebuilt, counted and timed. (A bridge
         # that carries nothing has nothing to lose: give it a speaker first.)
         active.bridge.speaker("probe").push(OPUS_SILENCE_FRAME)
-        await until(lambda: active.bridge.peer.state is PeerState.CONNECTED)
+        await wait_until(lambda: active.bridge.peer.state is PeerState.CONNECTED)
         assert service.sfu is not None
         registry = service.sfu.registry
         await registry.discard(registry.get(active.bridge.peer.session_id))
-        await until(lambda: active.bridge.peer.recoveries == 1)
+        await wait_until(lambda: active.bridge.peer.recoveries == 1)
         exported = service.metrics.render().decode()
         assert "switchboard_media_peer_recoveries_total 1.0" in exported
         assert "switchboard_peer_recovery_seconds_count 1.0" in exported
@@ -189,22 +184,22 @@ async def test_auto_mode_joins_when_someone_arrives_and_leaves_when_empty(world)
         )
         await linked.final_text()
         await fake.user_joins_voice(guild, alice, lounge)
-        await until(lambda: service.bridges.active(guild.id) is not None, 20)
+        await wait_until(lambda: service.bridges.active(guild.id) is not None, 20)
         active = service.bridges.active(guild.id)
-        await until(lambda: active.voice.is_connected(), 20)
+        await wait_until(lambda: active.voice.is_connected(), 20)
         await fake.user_leaves_voice(guild, alice)
         left_at = time.monotonic()
-        await until(lambda: service.bridges.active(guild.id) is None, 10)
+        await wait_until(lambda: service.bridges.active(guild.id) is None, 10)
         assert time.monotonic() - left_at >= 0.4  # waited out auto_leave_delay_s
 
 
 async def test_sigterm_leaves_voice_and_exits_within_ten_seconds(world):
-    fake, guild, text, lounge, _, admin, alice, config = world
+    fake, guild, text, lounge, _, _, alice, config = world
     settings = load_settings(config, environ={"DISCORD_TOKEN": fake.token})
     with fake.patch_discord():
         service = Service(settings, link_factory=VoiceLink, connector_factory=fake.connector)
         runner = asyncio.create_task(service.run_until_signalled())
-        await until(lambda: service.bot is not None and service.bot.is_ready(), 15)
+        await wait_until(lambda: service.bot is not None and service.bot.is_ready(), 15)
         await service.store.link(guild.id, lounge.id, "lobby", "manual", "test")
         await fake.user_joins_voice(guild, alice, lounge)
         joined = await fake.send_interaction(guild, text, alice, "join")

@@ -22,6 +22,7 @@ from discord.ext import voice_recv
 from tests.fakes.discord import FakeDiscord, FakeGuild, FakeVoiceUser, ReplyKind
 from tests.fakes.discord.audio import decode_opus, dominant_frequency, encode_tone, load_libopus
 from tests.fakes.discord.state import Permission
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,13 +89,6 @@ async def connect_voice(
     assert isinstance(channel, discord.VoiceChannel)
     vc = await channel.connect(cls=voice_recv.VoiceRecvClient, timeout=10)
     return vc, await fake.bot_voice(guild)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """For discord.py state that has no event to wait on (e.g. its DAVE protocol version)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 def frequency_of(packets: list[bytes]) -> float:
@@ -391,7 +385,7 @@ async def test_kicking_the_bot_from_voice_disconnects_it() -> None:
             vc, session = await connect_voice(client, fake, guild, voice.id)
             await fake.user_leaves_voice(guild, fake.bot)
             await asyncio.wait_for(session.closed.wait(), 5)
-            await eventually(lambda: not vc.is_connected() and not client.voice_clients)
+            await wait_until(lambda: not vc.is_connected() and not client.voice_clients)
 
 
 async def test_dave_downgrade_and_upgrade_transitions() -> None:
@@ -410,7 +404,7 @@ async def test_dave_downgrade_and_upgrade_transitions() -> None:
 
             dave.downgrade()  # op 21 (version 0) → op 23 from everyone → op 22
             await dave.wait_until(lambda d: d.settled, timeout=5)
-            await eventually(lambda: state.dave_protocol_version == 0)
+            await wait_until(lambda: state.dave_protocol_version == 0)
             vc.play(OpusFrames(encode_tone(440, 5)))
             frame = await session.next_frame()
             assert not frame.dave_encrypted and frame.opus is not None
@@ -445,5 +439,5 @@ async def test_gateway_drop_is_resumed_without_losing_events() -> None:
             await fake.user_joins_voice(guild, alice, voice)
             await asyncio.wait_for(resumed.wait(), 10)
             member = client.get_guild(guild.id).get_member(alice.id)
-            await eventually(lambda: member.voice is not None)
+            await wait_until(lambda: member.voice is not None)
             assert member.voice.channel.id == voice.id

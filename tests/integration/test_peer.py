@@ -13,6 +13,7 @@ from media.peer import PeerConfig, PeerUnavailable, RealtimePeer
 from media.realtime import NOT_FOUND_TRACK_ERROR, RealtimeClient, RealtimeItemError
 from tests.support.feeding import drain, feeding, receive_pcm
 from tests.support.signals import dominant_frequency, rms_dbfs
+from tests.support.waiting import wait_until
 
 FAST = PeerConfig(recovery=Backoff(initial_s=0.05, max_s=0.5))
 
@@ -215,7 +216,30 @@ async def test_unpublish_then_publish_reuses_the_transceiver(peers):
         lines = len(publisher._pc.getTransceivers())
         await publisher.unpublish("one")
         await subscriber.unsubscribe(inbound)
+        # Let the sender loop take one more packet of "one" and then wait on the idle track
+        # that unpublish installed (the state in which a reused sender used to stay silent).
+        pushed = first.pushed
+        await wait_until(lambda: first.pushed >= pushed + 3, what="two more packets of 'one'")
         await publisher.publish("two", second)
         assert len(publisher._pc.getTransceivers()) == lines
         again = await pulled(subscriber, publisher.session_id, "two")
+        await assert_tone(again, 660, 0.5)
+
+
+@pytest.mark.timeout(40)
+async def test_a_silent_track_unpublished_leaves_its_transceiver_usable(peers):
+    # A speaker who stopped talking and then left: the sender loop is waiting for a packet of
+    # that source that will never come when the transceiver is reused for someone else.
+    publisher, subscriber = await peers(), await peers()
+    first, second = OpusSource("one"), OpusSource("two")
+    async with feeding(first, 440):
+        await publisher.publish("one", first)
+        inbound = await subscriber.subscribe(publisher.session_id, "one")
+        await assert_tone(inbound, 440, 0.4)
+    await wait_until(lambda: first.queued == 0, what="every packet of 'one' sent")
+    await publisher.unpublish("one")
+    await subscriber.unsubscribe(inbound)
+    async with feeding(second, 660):
+        await publisher.publish("two", second)
+        again = await subscriber.subscribe(publisher.session_id, "two")
         await assert_tone(again, 660, 0.5)

@@ -22,6 +22,7 @@ from media.sfu import LocalSFU, SfuConfig
 from media.sfu.session import SessionState
 from tests.support.opus_source import OpusReplayTrack, encode_tone
 from tests.support.rtc import Api, Client
+from tests.support.waiting import wait_until
 
 NO_BODY = object()
 
@@ -72,7 +73,8 @@ class Http:
 
 def expect(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
     """The exact status, a JSON body, and for errors the exact errorCode."""
-    detail = f"{response.request.method} {response.request.url} -> {response.status_code} {response.text[:300]}"
+    request = response.request
+    detail = f"{request.method} {request.url} -> {response.status_code} {response.text[:300]}"
     assert response.status_code == status, detail
     assert response.headers["content-type"].startswith("application/json"), detail
     body = response.json()
@@ -133,11 +135,7 @@ async def media_flows(api: Api) -> None:
         assert result["requiresImmediateRenegotiation"] is True
         await subscriber.answer(result["sessionDescription"])
         mid = result["tracks"][0]["mid"]
-        for _ in range(100):
-            if len(subscriber.received[mid]) >= 10:
-                break
-            await asyncio.sleep(0.05)
-        assert len(subscriber.received[mid]) >= 10
+        await wait_until(lambda: len(subscriber.received[mid]) >= 10, what="10 packets")
         assert {p.payload for p in subscriber.received[mid]} <= set(packets)
     finally:
         await asyncio.gather(publisher.close(), subscriber.close())
@@ -418,11 +416,7 @@ async def test_overlapping_negotiation_is_refused(api: Api, http: Http):
 
         await subscriber.answer(first["sessionDescription"])
         mid = first["tracks"][0]["mid"]
-        for _ in range(100):
-            if len(subscriber.received[mid]) >= 10:
-                break
-            await asyncio.sleep(0.05)
-        assert len(subscriber.received[mid]) >= 10
+        await wait_until(lambda: len(subscriber.received[mid]) >= 10, what="10 packets")
         # answered: the next renegotiate has nothing to answer
         answer = {"type": "answer", "sdp": subscriber.pc.localDescription.sdp}
         expect(await http.send("PUT", S + "/renegotiate", {"sessionDescription": answer}, sid=sid),
@@ -464,11 +458,7 @@ async def test_closed_session_is_gone():
             await client.open()
             await client.push(OpusReplayTrack(encode_tone(300, 10)), "mic")
             session = sfu.registry.get(client.session_id)
-            for _ in range(100):
-                if session.state is SessionState.CONNECTED:
-                    break
-                await asyncio.sleep(0.05)
-            assert session.state is SessionState.CONNECTED
+            await wait_until(lambda: session.state is SessionState.CONNECTED, what="connected")
             await client.close()  # the peer goes away; after the reuse window the session is gone
             for _ in range(100):
                 response = await http.send("GET", S, sid=client.session_id)
@@ -695,11 +685,7 @@ async def test_racing_requests_on_one_session():
             await subscriber.answer(first["sessionDescription"])
             sid = subscriber.session_id
             session = sfu.registry.get(sid)
-            for _ in range(100):
-                if session.state is SessionState.CONNECTED:
-                    break
-                await asyncio.sleep(0.05)
-            assert session.state is SessionState.CONNECTED
+            await wait_until(lambda: session.state is SessionState.CONNECTED, what="connected")
             mid_a = first["tracks"][0]["mid"]
 
             pull_b = {"tracks": [{"location": "remote", "sessionId": publisher.session_id, "trackName": "b"}]}
@@ -734,11 +720,7 @@ async def test_racing_requests_on_one_session():
             )
             assert sorted(r.status_code for r in renegotiated) == [200, 406, 406, 406]
             mid_b = pulls[0]["tracks"][0]["mid"]
-            for _ in range(100):
-                if len(subscriber.received[mid_b]) >= 10:
-                    break
-                await asyncio.sleep(0.05)
-            assert len(subscriber.received[mid_b]) >= 10
+            await wait_until(lambda: len(subscriber.received[mid_b]) >= 10, what="10 packets")
 
             # racing sessions/new with bad offers leaves no session behind
             created = len(sfu.registry)
@@ -758,11 +740,10 @@ async def test_racing_requests_on_one_session():
             assert [r.status_code for r in mixed] == [200] * 5 + [400] * 3 + [406] * 3
         finally:
             await asyncio.gather(publisher.close(), subscriber.close())
-        for _ in range(100):
-            if len(sfu.registry) == baseline:
-                break
-            await asyncio.sleep(0.1)
-        assert len(sfu.registry) == baseline, [s.state for s in sfu.registry.sessions]
+        await wait_until(
+            lambda: len(sfu.registry) == baseline,
+            what=f"back to {baseline} sessions",
+        )
         await media_flows(api)
         await api.aclose()
 

@@ -14,6 +14,7 @@ from media.sfu import LocalSFU, SfuConfig
 from tests.support.opus_source import OpusReplayTrack, encode_tone
 from tests.support.rtc import Api, Client
 from tests.support.signals import ToneTrack
+from tests.support.waiting import wait_until, wait_until_async
 
 from .test_sfu_forwarding import pull_all
 
@@ -36,8 +37,25 @@ async def close_with_offer(client: Client, mid: str) -> dict:
     return result
 
 
+def sfu_received(sfu: LocalSFU, session_id: str, track_name: str) -> int:
+    """Packets of the track the SFU has taken in: proof that time passed and media flowed."""
+    publication = sfu.registry.lookup(session_id, track_name)
+    assert publication is not None
+    return publication.packets
+
+
+async def assert_nothing_more(sfu, client: Client, mid: str, publisher: str, track: str) -> None:
+    """While the SFU takes in 20 more packets of `track`, at most one more reaches `mid`."""
+    count = len(client.received[mid])
+    seen = sfu_received(sfu, publisher, track)
+    await wait_until(
+        lambda: sfu_received(sfu, publisher, track) >= seen + 20, what="20 more packets"
+    )
+    assert len(client.received[mid]) <= count + 1  # one may be in flight
+
+
 @pytest.mark.timeout(60)
-async def test_close_pulled_track_then_pull_again(api):
+async def test_close_pulled_track_then_pull_again(sfu, api):
     publisher, subscriber = Client(api), Client(api, tap=True)
     packets = encode_tone(500, 25)
     try:
@@ -46,8 +64,7 @@ async def test_close_pulled_track_then_pull_again(api):
         await publisher.push(OpusReplayTrack(packets), "mic")
         first = await pull_all(subscriber, publisher.session_id, ["mic"])
         mid = first["tracks"][0]["mid"]
-        await asyncio.sleep(0.5)
-        assert len(subscriber.received[mid]) > 10
+        await wait_until(lambda: len(subscriber.received[mid]) > 10, what="10 packets")
 
         closed = await close_with_offer(subscriber, mid)
         assert closed["tracks"] == [{"mid": mid, "trackName": "mic"}]
@@ -59,15 +76,12 @@ async def test_close_pulled_track_then_pull_again(api):
         state = await api.ok("GET", f"/sessions/{subscriber.session_id}")
         assert {"location": "remote", "mid": mid, "trackName": "mic",
                 "sessionId": publisher.session_id, "status": "inactive"} in state["tracks"]
-        count = len(subscriber.received[mid])
-        await asyncio.sleep(0.4)
-        assert len(subscriber.received[mid]) <= count + 1  # one may be in flight
+        await assert_nothing_more(sfu, subscriber, mid, publisher.session_id, "mic")
 
         again = await pull_all(subscriber, publisher.session_id, ["mic"])
         new_mid = again["tracks"][0]["mid"]
         assert new_mid != mid
-        await asyncio.sleep(0.6)
-        assert len(subscriber.received[new_mid]) > 10
+        await wait_until(lambda: len(subscriber.received[new_mid]) > 10, what="10 packets")
         assert {p.payload for p in subscriber.received[new_mid]} <= set(packets)
     finally:
         await asyncio.gather(publisher.close(), subscriber.close())
@@ -84,13 +98,16 @@ async def test_closing_a_published_track_stops_its_subscribers(api):
         )
         pulled = await pull_all(subscriber, publisher.session_id, ["a", "b"])
         mids = {t["trackName"]: t["mid"] for t in pulled["tracks"]}
-        await asyncio.sleep(0.5)
+        await wait_until(
+            lambda: all(len(subscriber.received[m]) > 10 for m in mids.values()), what="both flowing"
+        )
         b_mid = next(t["mid"] for t in pushed["tracks"] if t["trackName"] == "b")
         result = await close_with_offer(publisher, b_mid)
         assert result["tracks"] == [{"mid": b_mid, "trackName": "b"}]
         before = {n: len(subscriber.received[m]) for n, m in mids.items()}
-        await asyncio.sleep(0.6)
-        assert len(subscriber.received[mids["a"]]) > before["a"] + 15
+        await wait_until(
+            lambda: len(subscriber.received[mids["a"]]) > before["a"] + 15, what="15 more of a"
+        )
         assert len(subscriber.received[mids["b"]]) <= before["b"] + 1
         state = await api.ok("GET", f"/sessions/{publisher.session_id}")
         status = {t["trackName"]: t["status"] for t in state["tracks"]}
@@ -106,7 +123,7 @@ async def test_closing_a_published_track_stops_its_subscribers(api):
 
 
 @pytest.mark.timeout(60)
-async def test_force_close_without_sdp_and_unknown_mid(api):
+async def test_force_close_without_sdp_and_unknown_mid(sfu, api):
     publisher, subscriber = Client(api), Client(api, tap=True)
     try:
         await publisher.open()
@@ -121,9 +138,7 @@ async def test_force_close_without_sdp_and_unknown_mid(api):
         assert result["tracks"][0] == {"mid": mid, "trackName": "mic"}
         assert result["tracks"][1]["errorCode"] == "close_track_error"
         assert "sessionDescription" not in result
-        count = len(subscriber.received[mid])
-        await asyncio.sleep(0.4)
-        assert len(subscriber.received[mid]) <= count + 1
+        await assert_nothing_more(sfu, subscriber, mid, publisher.session_id, "mic")
     finally:
         await asyncio.gather(publisher.close(), subscriber.close())
 
@@ -155,11 +170,8 @@ async def establish_by_sfu_offer(client: Client) -> dict:
 
 async def open_channel(client: Client, name: str, channel_id: int):
     channel = client.pc.createDataChannel(name, negotiated=True, id=channel_id)
-    for _ in range(200):
-        if channel.readyState == "open":
-            return channel
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"datachannel {name} never opened")
+    await wait_until(lambda: channel.readyState == "open", what=f"datachannel {name} open")
+    return channel
 
 
 @pytest.mark.timeout(60)
@@ -218,19 +230,20 @@ async def test_idle_track_is_collected_and_gone_session_answers_410():
             await publisher.push(track, "mic")
             await publisher.wait_sending("mic")
             track.stop()  # the sender stops; the SFU sees no packets
-            for _ in range(60):
+
+            async def inactive() -> bool:
                 state = await api.ok("GET", f"/sessions/{publisher.session_id}")
-                if state["tracks"][0]["status"] == "inactive":
-                    break
-                await asyncio.sleep(0.1)
-            assert state["tracks"][0]["status"] == "inactive"
+                return state["tracks"][0]["status"] == "inactive"
+
+            await wait_until_async(inactive, what="the idle track inactive")
             await publisher.close()
-            for _ in range(60):
+
+            async def gone() -> bool:
                 response = await api.call("GET", f"/sessions/{publisher.session_id}")
-                if response.status_code == 410:
-                    break
-                await asyncio.sleep(0.1)
-            assert response.status_code == 410
+                return response.status_code == 410
+
+            await wait_until_async(gone, what="410 for the closed session")
+            response = await api.call("GET", f"/sessions/{publisher.session_id}")
             assert response.json()["errorCode"] == "session_error"
         finally:
             await publisher.close()
@@ -250,28 +263,37 @@ async def test_two_hundred_cycles_leave_nothing_behind():
             client = Client(api)
             await client.open()
             await client.push(OpusReplayTrack(packets), "mic")
-            for _ in range(200):
+            def sending() -> bool:
                 publication = sfu.registry.lookup(client.session_id, "mic")
-                if publication is not None and publication.is_sending:
-                    break
-                await asyncio.sleep(0.02)
-            assert publication is not None and publication.is_sending
+                return publication is not None and publication.is_sending
+
+            await wait_until(sending, what="the publication sending")
             await client.close()
 
         for _ in range(20):
             await asyncio.gather(*(cycle() for _ in range(10)))
-        for _ in range(100):
+        async def reaped() -> bool:
             await sfu.registry.reap()
-            if len(sfu.registry) == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert len(sfu.registry) == 0
+            return len(sfu.registry) == 0
+
+        await wait_until_async(reaped, what="every session reaped")
         await api.aclose()  # lets the server's keep-alive handlers finish
-        await asyncio.sleep(0.5)
-        gc.collect()
-        peers = [o for o in gc.get_objects() if isinstance(o, RTCPeerConnection)]
-        assert peers == []
-        leftover = [t.name for t in threading.enumerate() if not t.name.startswith("asyncio_")]
-        assert len(leftover) <= threads_before, leftover
-        leftover_tasks = [t.get_coro() for t in asyncio.all_tasks()]
-        assert len(leftover_tasks) <= tasks_before, leftover_tasks
+
+        def peers() -> list[RTCPeerConnection]:
+            gc.collect()
+            return [o for o in gc.get_objects() if isinstance(o, RTCPeerConnection)]
+
+        def threads() -> list[str]:
+            return [t.name for t in threading.enumerate() if not t.name.startswith("asyncio_")]
+
+        def settled() -> bool:
+            return not peers() and len(threads()) <= threads_before and (
+                len(asyncio.all_tasks()) <= tasks_before
+            )
+
+        try:
+            await wait_until(settled, what="everything released")
+        except AssertionError:
+            leftover_tasks = [t.get_coro() for t in asyncio.all_tasks()]
+            left = f"{peers()=} {threads()=} {leftover_tasks=}"
+            raise AssertionError(f"left behind: {left}") from None

@@ -12,7 +12,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import discord
 import pytest
@@ -30,6 +30,7 @@ from tests.fakes.discord.audio import decode_opus, dominant_frequency, encode_to
 from tests.fakes.discord.voice_session import BotVoiceSession
 from tests.support import opus_source
 from tests.support.rtc import Api, Client
+from tests.support.waiting import wait_until
 
 ROOM = "lobby"
 TONE_FRAMES = 50
@@ -175,16 +176,6 @@ async def talking(user: FakeVoiceUser, packets: Iterable[bytes]) -> AsyncIterato
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """For state with no event to wait on (counters, discord.py's connection state)."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not {what or 'true'} within {timeout} s") from None
-
-
 # -- the room -----------------------------------------------------------------------------------
 
 
@@ -324,7 +315,7 @@ async def test_users_joining_and_leaving_mid_call_do_not_interrupt_the_others(ap
         alice, bob = fake.add_member(guild, "alice"), fake.add_member(guild, "bob")
         dave = fake.dave(voice)
         alice_voice = await fake.user_joins_voice(guild, alice, voice)
-        async with bridged(fake, guild, voice.id, realtime, directory) as (client, bridge, link, _):
+        async with bridged(fake, guild, voice.id, realtime, directory) as (_, bridge, link, _):
             await dave.wait_for_members({alice.id, fake.bot.id})
             session = compat.dave_state(link.voice_client).session
             member = bridge.config.member_id
@@ -347,7 +338,7 @@ async def test_users_joining_and_leaving_mid_call_do_not_interrupt_the_others(ap
                 await fake.user_leaves_voice(guild, bob)
                 await dave.wait_for_members({alice.id, fake.bot.id})
                 assert session.epoch == epoch + 2
-                await eventually(lambda: bob.id not in link.speakers)
+                await wait_until(lambda: bob.id not in link.speakers)
                 async with asyncio.timeout(5):
                     while bob_track in await web.published(member):
                         await asyncio.sleep(0.05)
@@ -390,7 +381,7 @@ async def test_silence_passes_and_a_corrupted_frame_becomes_counted_silence(api,
                 else:
                     alice_voice.send_opus(packet)
                 await asyncio.sleep(0.02)
-            await eventually(lambda: len(bridge.pushed.get(track, [])) >= len(tone))
+            await wait_until(lambda: len(bridge.pushed.get(track, [])) >= len(tone))
             payloads = [p for p, _ in bridge.pushed[track]]
             expected = list(tone)
             expected[2] = expected[3] = expected[5] = OPUS_SILENCE_FRAME
@@ -418,14 +409,14 @@ async def test_frames_before_the_speaking_mapping_are_held_then_delivered(api, r
             for packet in tone[:5]:
                 alice_voice.send_opus(packet)
                 await asyncio.sleep(0.02)
-            await eventually(lambda: link.counters.unmapped_buffered == 5, 2)
+            await wait_until(lambda: link.counters.unmapped_buffered == 5)
             assert track not in bridge.pushed
             alice_voice.set_speaking(True)  # op 5 maps the SSRC: what was held goes at once
-            await eventually(lambda: len(bridge.pushed.get(track, [])) == 5, 2)
+            await wait_until(lambda: len(bridge.pushed.get(track, [])) == 5)
             for packet in tone[5:]:
                 alice_voice.send_opus(packet)
                 await asyncio.sleep(0.02)
-            await eventually(lambda: len(bridge.pushed.get(track, [])) >= len(tone))
+            await wait_until(lambda: len(bridge.pushed.get(track, [])) >= len(tone))
             assert [p for p, _ in bridge.pushed[track]] == tone
             assert link.counters.unmapped_flushed == 5
             assert link.counters.unmapped_dropped == 0
@@ -466,7 +457,7 @@ async def test_kicked_bot_rejoins_and_moved_bot_returns(api, realtime, directory
         alice = fake.add_member(guild, "alice")
         alice_voice = await fake.user_joins_voice(guild, alice, voice)
         async with (
-            bridged(fake, guild, voice.id, realtime, directory) as (client, bridge, link, _),
+            bridged(fake, guild, voice.id, realtime, directory) as (_, bridge, link, _),
             participant(api, directory, 1000.0) as web,
             talking(alice_voice, encode_tone(300, TONE_FRAMES)),
         ):
@@ -476,7 +467,7 @@ async def test_kicked_bot_rejoins_and_moved_bot_returns(api, realtime, directory
 
             first = link.voice_client
             await fake.user_leaves_voice(guild, fake.bot)  # kicked: VSU without channel, 4014
-            await eventually(lambda: link.voice_client is not first, what="rejoin")
+            await wait_until(lambda: link.voice_client is not first, what="rejoin")
             await link.wait_for_state(VoiceLinkState.CONNECTED, 15)
             await fake.dave(voice).wait_for_members({alice.id, fake.bot.id})
             assert link.counters.reconnects == 1
@@ -486,8 +477,8 @@ async def test_kicked_bot_rejoins_and_moved_bot_returns(api, realtime, directory
             # Moved by someone else: VSU with the other channel, then VOICE_SERVER_UPDATE.
             gateway = fake.gateway.primary
             fake.on_voice_state_request(gateway, {"guild_id": str(guild.id), "channel_id": str(elsewhere.id)})
-            await eventually(lambda: link.counters.moves_reverted == 1, what="move noticed")
-            await eventually(
+            await wait_until(lambda: link.counters.moves_reverted == 1, what="move noticed")
+            await wait_until(
                 lambda: link.voice_client.is_connected() and link.voice_client.channel.id == voice.id,
                 15, "moved back",
             )
@@ -513,17 +504,17 @@ async def test_voice_websocket_killed_by_a_dave_error_is_rebuilt(api, realtime, 
         ):
             await fake.dave(voice).wait_for_members({alice.id, fake.bot.id})
             track = track_name(guild.id, alice.id)
-            await eventually(lambda: len(bridge.pushed.get(track, [])) > 10)
+            await wait_until(lambda: len(bridge.pushed.get(track, [])) > 10)
             first = link.voice_client
             # A second external sender makes davey raise inside discord.py's MLS handler
             # (gateway.py:1044), which nothing catches: the voice websocket task dies while
             # the client still says it is connected.
             session.send_external_sender(fake.voice.external_sender.package())
-            await eventually(lambda: link.voice_client is not first, 10, "rebuilt")
+            await wait_until(lambda: link.voice_client is not first, 10, "rebuilt")
             await link.wait_for_state(VoiceLinkState.CONNECTED, 15)
             await fake.dave(voice).wait_for_members({alice.id, fake.bot.id})
             assert link.counters.reconnects == 1
             heard = len(bridge.pushed[track])
-            await eventually(lambda: len(bridge.pushed[track]) > heard + 25)
+            await wait_until(lambda: len(bridge.pushed[track]) > heard + 25)
             assert_tone([p for p, _ in bridge.pushed[track][-ANALYSED_FRAMES:]], 300)
             assert_tone(await bot_output(await fake.bot_voice(guild), dave=True), 1000)

@@ -13,7 +13,7 @@ import httpx
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtp import RtpPacket
 
-from media.aiortc_compat import install_tap
+from media.aiortc_compat import enlarge_receive_buffers, install_tap
 
 
 @dataclass
@@ -98,6 +98,7 @@ class Client:
         result = await self.api.ok("POST", f"/sessions/{self.session_id}/tracks/new", body)
         answer = result["sessionDescription"]
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        enlarge_receive_buffers(self.pc)
         return result
 
     async def pull(self, tracks: list[tuple[str, str]]) -> dict[str, Any]:
@@ -114,6 +115,8 @@ class Client:
     async def answer(self, offer: dict[str, str]) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], offer["type"]))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        # Up to 64 tracks arrive here while the same loop runs the SFU and the publisher.
+        enlarge_receive_buffers(self.pc)
         await self.api.ok(
             "PUT",
             f"/sessions/{self.session_id}/renegotiate",
