@@ -322,7 +322,7 @@ class SfuSession:
         self._connected.clear()
         before = {t.mid: t for t in old.getTransceivers() if t.mid is not None}
         for transceiver in pc.getTransceivers():
-            previous = before.get(transceiver.mid)
+            previous = before.get(transceiver.mid) if transceiver.mid is not None else None
             if previous is None:
                 continue
             transceiver.direction = previous.direction
