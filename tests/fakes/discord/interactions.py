@@ -3,6 +3,11 @@
 Discord's rules are enforced and breaches recorded in `InteractionRegistry.violations`
 (answered as Discord answers them): one initial response only (400, code 40060), within the
 acknowledgement deadline (404, code 10062), follow-ups and edits only after it (404, 10015).
+
+Visibility follows Discord too: the first follow-up after a deferral does not make a new
+message, it fills in the deferral's "thinking…" message and so keeps the deferral's
+visibility whatever flags it sends (a public deferral makes an "ephemeral" error public).
+`InteractionReply.ephemeral` is what users saw, `requested_ephemeral` what the bot asked for.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class InteractionReply:
     kind: ReplyKind
     body: dict[str, Any]
     message_id: int | None = None
+    message_flags: int | None = None
+    """Flags of the message this reply made or changed, as Discord shows it."""
 
     @property
     def callback_type(self) -> int | None:
@@ -70,6 +77,12 @@ class InteractionReply:
 
     @property
     def ephemeral(self) -> bool:
+        """Whether only the invoking user saw it (the message's flags, not the request's)."""
+        flags = self.message_flags if self.message_flags is not None else self.data.get("flags")
+        return bool((flags or 0) & FLAG_EPHEMERAL)
+
+    @property
+    def requested_ephemeral(self) -> bool:
         return bool((self.data.get("flags") or 0) & FLAG_EPHEMERAL)
 
     @property
@@ -262,10 +275,11 @@ class InteractionRegistry:
                 data["flags"] = (data.get("flags") or 0) | FLAG_LOADING
             message = self._new_message(handle, data)
             handle.original_id = int(message["id"])
-        self._record(
-            handle, InteractionReply(handle.id, ReplyKind.CALLBACK, body, handle.original_id)
-        )
         flags = (message or {}).get("flags", 0)
+        self._record(
+            handle,
+            InteractionReply(handle.id, ReplyKind.CALLBACK, body, handle.original_id, flags),
+        )
         response: dict[str, Any] = {
             "interaction": {
                 "id": str(handle.id),
@@ -283,9 +297,22 @@ class InteractionRegistry:
         handle = self._acknowledged(token)
         if handle is None:
             return 404, _error("Unknown Webhook", ERROR_UNKNOWN_WEBHOOK)
-        message = self._new_message(handle, body)
+        original = handle.messages.get(handle.original_id) if handle.original_id else None
+        if original is not None and original.get("flags", 0) & FLAG_LOADING:
+            # Discord: this follow-up becomes the deferred message, with its visibility.
+            message = original
+            for key in ("content", "embeds", "components"):
+                if key in body:
+                    message[key] = body[key] or ([] if key != "content" else "")
+            message["flags"] = message["flags"] & ~FLAG_LOADING
+            message["edited_timestamp"] = _now()
+        else:
+            message = self._new_message(handle, body)
         self._record(
-            handle, InteractionReply(handle.id, ReplyKind.FOLLOWUP, body, int(message["id"]))
+            handle,
+            InteractionReply(
+                handle.id, ReplyKind.FOLLOWUP, body, int(message["id"]), message.get("flags", 0)
+            ),
         )
         return 200, message
 
@@ -301,7 +328,12 @@ class InteractionRegistry:
                 )
         message["flags"] = message.get("flags", 0) & ~FLAG_LOADING
         message["edited_timestamp"] = _now()
-        self._record(handle, InteractionReply(handle.id, ReplyKind.EDIT, body, int(message["id"])))
+        self._record(
+            handle,
+            InteractionReply(
+                handle.id, ReplyKind.EDIT, body, int(message["id"]), message.get("flags", 0)
+            ),
+        )
         return 200, message
 
     def get(self, token: str, message_ref: str) -> tuple[int, Any]:
