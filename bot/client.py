@@ -14,7 +14,7 @@ from media.rooms import RoomDirectory
 from .bridges import BridgeManager
 from .cogs import BridgeAdmin, VoiceSession
 from .store import MappingStore
-from .web import InviteLinks
+from .web import InviteLinks, ParticipantRegistry
 
 __all__ = ["SwitchboardBot"]
 
@@ -32,6 +32,7 @@ class SwitchboardBot(commands.Bot):
         dev_guild_id: int | None,
         sync_globally: bool,
         invites: InviteLinks | None = None,
+        participants: ParticipantRegistry | None = None,
         connector: aiohttp.BaseConnector | None = None,
         **options: Any,
     ) -> None:
@@ -47,9 +48,10 @@ class SwitchboardBot(commands.Bot):
         self._dev_guild_id = dev_guild_id
         self._sync_globally = sync_globally
         self.invites = invites
+        self.participants = participants
 
     async def setup_hook(self) -> None:
-        await self.add_cog(BridgeAdmin(self.store, self.bridges, self.invites))
+        await self.add_cog(BridgeAdmin(self.store, self.bridges, self.invites, self.participants))
         await self.add_cog(VoiceSession(self, self.store, self.bridges, self.directory, self._auto_leave_delay_s))
         if self._dev_guild_id is not None:
             guild = discord.Object(id=self._dev_guild_id)

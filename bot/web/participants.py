@@ -215,14 +215,20 @@ class ParticipantRegistry:
         while True:
             self._changed.clear()
             now = self._clock()
-            for participant in list(self._participants.values()):
-                if participant.deadline() <= now:
-                    why = (
+            due = [p for p in self._participants.values() if p.deadline() <= now]
+            # Together: one slow cleanup must not hold the others in the room.
+            await asyncio.gather(
+                *(
+                    self.remove(
+                        p.participant_id,
                         "no events socket"
-                        if participant.state is ParticipantState.JOINED
-                        else "credential expired"
+                        if p.state is ParticipantState.JOINED
+                        else "credential expired",
                     )
-                    await self.remove(participant.participant_id, why)
+                    for p in due
+                ),
+                return_exceptions=True,
+            )
             deadlines = [p.deadline() for p in self._participants.values()]
             timeout = max(0.0, min(deadlines) - self._clock()) if deadlines else None
             with contextlib.suppress(TimeoutError):
@@ -241,6 +247,18 @@ class ParticipantRegistry:
 
     def in_room(self, room: str) -> list[Participant]:
         return [p for p in self._participants.values() if p.room == room]
+
+    def by_invite(self, invite_id: str) -> list[Participant]:
+        """The participants that joined (or rejoined) through invite `invite_id`."""
+        return [p for p in self._participants.values() if p.invite_id == invite_id]
+
+    async def remove_invite(self, invite_id: str, reason: str) -> int:
+        """Remove everyone in through `invite_id` (it was revoked); how many were removed."""
+        leaving = self.by_invite(invite_id)
+        await asyncio.gather(
+            *(self.remove(p.participant_id, reason) for p in leaving), return_exceptions=True
+        )
+        return len(leaving)
 
     async def join(
         self,

@@ -30,9 +30,9 @@ __all__ = ["InteractionHandle", "InteractionRegistry", "InteractionReply", "Repl
 
 _log = logging.getLogger(__name__)
 
-APPLICATION_COMMAND = 2
+APPLICATION_COMMAND, APPLICATION_COMMAND_AUTOCOMPLETE = 2, 4
 GUILD_CONTEXT = 0
-CALLBACK_MESSAGE, CALLBACK_DEFERRED_MESSAGE = 4, 5
+CALLBACK_MESSAGE, CALLBACK_DEFERRED_MESSAGE, CALLBACK_AUTOCOMPLETE_RESULT = 4, 5, 8
 MESSAGE_TYPE_CHAT_INPUT_COMMAND = 20
 FLAG_EPHEMERAL, FLAG_LOADING = 1 << 6, 1 << 7
 ERROR_UNKNOWN_WEBHOOK, ERROR_UNKNOWN_INTERACTION, ERROR_ALREADY_ACKNOWLEDGED = 10015, 10062, 40060
@@ -86,6 +86,11 @@ class InteractionReply:
         return bool((self.data.get("flags") or 0) & FLAG_EPHEMERAL)
 
     @property
+    def choices(self) -> list[dict[str, Any]]:
+        """An autocomplete answer's choices ({name, value})."""
+        return self.data.get("choices") or []
+
+    @property
     def deferred(self) -> bool:
         return self.callback_type == CALLBACK_DEFERRED_MESSAGE
 
@@ -107,6 +112,7 @@ class InteractionHandle:
     guild_id: int
     channel_id: int
     command_name: str
+    autocomplete: bool = False
     created_at: float = field(default_factory=time.monotonic)
     replies: list[InteractionReply] = field(default_factory=list)
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -197,6 +203,7 @@ class InteractionRegistry:
         *,
         subcommand: str | None = None,
         group: str | None = None,
+        focused: str | None = None,
     ) -> tuple[InteractionHandle, dict[str, Any]]:
         command = self._commands.find(command_name, guild.id)
         if command is None:
@@ -212,6 +219,7 @@ class InteractionRegistry:
             subcommand=subcommand,
             group=group,
             permissions=permissions,
+            focused=focused,
         )
         data: dict[str, Any] = {
             "id": command["id"],
@@ -224,14 +232,19 @@ class InteractionRegistry:
         if resolved:
             data["resolved"] = resolved
         handle = InteractionHandle(
-            self._world.ids.next(), secrets.token_urlsafe(24), guild.id, channel.id, command_name
+            self._world.ids.next(),
+            secrets.token_urlsafe(24),
+            guild.id,
+            channel.id,
+            command_name,
+            autocomplete=focused is not None,
         )
         self._by_id[handle.id] = handle
         self._by_token[handle.token] = handle
         payload = {
             "id": str(handle.id),
             "application_id": str(self._world.bot.id),
-            "type": APPLICATION_COMMAND,
+            "type": APPLICATION_COMMAND if focused is None else APPLICATION_COMMAND_AUTOCOMPLETE,
             "token": handle.token,
             "version": 1,
             "guild_id": str(guild.id),
@@ -268,6 +281,12 @@ class InteractionRegistry:
             )
             return 404, _error("Unknown interaction", ERROR_UNKNOWN_INTERACTION)
         callback_type = body.get("type")
+        if (handle.autocomplete) != (callback_type == CALLBACK_AUTOCOMPLETE_RESULT):
+            self._violation(
+                f"interaction {handle.command_name} ({handle.id}) answered with callback type "
+                f"{callback_type}: autocompletes take type 8 only, and only they do"
+            )
+            return 400, _error("Invalid interaction response type", 50035)
         message = None
         if callback_type in (CALLBACK_MESSAGE, CALLBACK_DEFERRED_MESSAGE):
             data = dict(body.get("data") or {})
