@@ -36,7 +36,15 @@ from ..sdp_shaping import (
     shape_offer,
 )
 from . import sdp
-from .datachannels import ChannelPublication, ChannelResult, ChannelStatus, channel_status
+from .datachannels import (
+    MAX_CHANNELS_PER_SESSION,
+    ChannelIds,
+    ChannelIdsExhausted,
+    ChannelPublication,
+    ChannelResult,
+    ChannelStatus,
+    channel_status,
+)
 from .errors import NOT_FOUND_TRACK_ERROR, ApiError, ItemError
 from .forwarder import ExtensionIds, Publication, Subscription
 from .models import DataChannelItem, SessionDescription, TrackItem
@@ -140,6 +148,7 @@ class SfuSession:
         self._published: dict[str, Publication] = {}  # by mid
         self._pulled: dict[str, _Pulled] = {}  # by mid
         self._pending: _Negotiation | None = None
+        self._channel_ids = ChannelIds()
         self._tapped: set[int] = set()
         self._ended_tracks: list[TrackStatus] = []
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -536,9 +545,21 @@ class SfuSession:
             raise ApiError.invalid_params(
                 "closing tracks needs the client's offer in sessionDescription, or force: true"
             )
-        await self._require_connected()
+        if not force:  # a forced close exchanges no SDP: the connection may be gone for good
+            await self._require_connected()
+        negotiating = {p.mid: p for p in self._pending.pulls if p.mid in mids} if self._pending else {}
+        if negotiating and not force:
+            raise ApiError.invalid_params(
+                "a track in mids is still being negotiated: answer the SFU's offer first"
+            )
         results = []
         for mid in mids:
+            if mid in negotiating:  # forced: cancelled, so it never becomes active
+                assert self._pending is not None
+                self._pending.pulls.remove(negotiating[mid])
+                negotiating[mid].subscription.close()
+                results.append(TrackResult(negotiating[mid].subscription.publication.track_name, mid))
+                continue
             publication = self._published.get(mid)
             pulled = self._pulled.pop(mid, None)
             if publication is not None and publication.state.value == "active":
@@ -610,22 +631,25 @@ class SfuSession:
         return result, answer or offer, offer is not None
 
     def _allocate_channel_id(self) -> int:
-        # RFC 8832: in-band channels take even ids on the DTLS client and odd ones on the
-        # server. Allocating from the SFU's own parity keeps clear of the client's channels;
-        # before the role is settled the SFU is the offerer, and answerers pick DTLS client.
+        # Before the DTLS role is settled the SFU is the offerer, and answerers pick client.
         assert self.pc.sctp is not None
-        role = self.pc.sctp.transport._role
-        channel_id = 0 if role == "client" else 1
-        taken = set(self._channels) | set(self.pc.sctp._data_channels)
-        while channel_id in taken:
-            channel_id += 2
-        return channel_id
+        sctp = self.pc.sctp
+        try:
+            return self._channel_ids.allocate(
+                sctp.transport._role, lambda i: i in self._channels or i in sctp._data_channels
+            )
+        except ChannelIdsExhausted as exc:
+            raise ApiError.invalid_params(str(exc)) from None
 
     async def new_datachannels(self, items: Sequence[DataChannelItem]) -> list[ChannelResult]:
         await self._require_connected()
         if self.pc.sctp is None:
             raise ApiError.invalid_params(
                 "no datachannel transport: call datachannels/establish with an offer first"
+            )
+        if len(self._channels) + len(items) > MAX_CHANNELS_PER_SESSION:
+            raise ApiError.invalid_params(
+                f"a session keeps at most {MAX_CHANNELS_PER_SESSION} datachannels; close some first"
             )
         results = []
         for item in items:
