@@ -12,7 +12,7 @@ from discord.ext import commands
 from media.rooms import RoomDirectory
 
 from .bridges import BridgeManager
-from .cogs import BridgeAdmin, VoiceSession
+from .cogs import BridgeAdmin, Moderation, VoiceSession
 from .store import MappingStore
 from .web import InviteLinks, ParticipantRegistry
 
@@ -33,6 +33,7 @@ class SwitchboardBot(commands.Bot):
         sync_globally: bool,
         invites: InviteLinks | None = None,
         participants: ParticipantRegistry | None = None,
+        moderator_role_id: int | None = None,
         connector: aiohttp.BaseConnector | None = None,
         **options: Any,
     ) -> None:
@@ -49,9 +50,12 @@ class SwitchboardBot(commands.Bot):
         self._sync_globally = sync_globally
         self.invites = invites
         self.participants = participants
+        self._moderator_role_id = moderator_role_id
 
     async def setup_hook(self) -> None:
         await self.add_cog(BridgeAdmin(self.store, self.bridges, self.invites, self.participants))
+        if self.participants is not None:
+            await self.add_cog(Moderation(self.store, self.participants, self._moderator_role_id))
         await self.add_cog(VoiceSession(self, self.store, self.bridges, self.directory, self._auto_leave_delay_s))
         if self._dev_guild_id is not None:
             guild = discord.Object(id=self._dev_guild_id)

@@ -128,6 +128,7 @@ class Service:
             sync_globally=s.discord.sync_globally,
             invites=self.web.invites,
             participants=self.web.registry,
+            moderator_role_id=s.discord.moderator_role_id,
             connector=self._connector_factory() if self._connector_factory else None,
         )
         self._bot_task = asyncio.create_task(self._run_bot(s.discord.token.get_secret_value()), name="discord")

@@ -336,6 +336,8 @@ class WebApi:
             operator = held.operator
             if self._spent(replaces):
                 raise WebError(401, "credential_spent", "this participant has rejoined already")
+            if self.registry.kicked(replaces):
+                raise WebError(403, "kicked", "a moderator removed you from this room")
         else:
             if not isinstance(token, str):
                 raise WebError(401, "token_invalid", 'send the invite token as {"token": ...}')
@@ -374,7 +376,13 @@ class WebApi:
         if replaces is not None:
             await self.registry.remove(replaces, "rejoined")
         participant, grant = await self.registry.join(
-            room, role, name, CREDENTIAL_TTL_S, invite_id=invite_id, operator=operator
+            room,
+            role,
+            name,
+            CREDENTIAL_TTL_S,
+            invite_id=invite_id,
+            operator=operator,
+            replaces=replaces,
         )
         issued, held_credential = self.signer.issue_credential(
             participant.participant_id, room, role, invite_id=invite_id, operator=operator

@@ -4,17 +4,20 @@ Protocol (JSON text frames):
 
 - page → service, first and within `AUTH_TIMEOUT_S`: `{"type": "auth", "credential": "..."}`
   (the credential travels in a message, not the URL, so it is in no access log);
-- service → page: `{"type": "snapshot", "you": id, "members": [member...]}`, then the room's
-  changes in order: `member_joined {member}`, `member_left {memberId}`,
-  `track_published {memberId, track}`, `track_removed {memberId, track}`,
-  `speaking {memberId, trackName, speaking}`; `pong` to each `ping`; `error {error}`;
+- service → page: `{"type": "snapshot", "you": id, "members": [member...], "muted": [id...]}`
+  (`muted`: web participants a moderator muted), then the room's changes in order:
+  `member_joined {member}`, `member_left {memberId}`, `track_published {memberId, track}`,
+  `track_removed {memberId, track}`, `speaking {memberId, trackName, speaking}`,
+  `moderation {memberId, muted}`; `pong` to each `ping`; `error {error}`;
 - page → service: `{"type": "speaking", "speaking": bool}`, `{"type": "ping"}`.
 
 A member is `{"id", "kind", "name", "tracks": [{"sessionId", "trackName", "name"}],
 "speaking": [trackName...]}`. Discord user ids are not sent.
 
-Close codes: 4401 bad or missing credential, 4404 participant removed, 4408 no auth in
-time, 4409 replaced by a newer socket of the same participant, 4429 flooding, 1001 shutdown.
+Close codes: 4100 unmuted by a moderator (reconnect to publish again), 4401 bad or missing
+credential, 4403 removed by a moderator (do not rejoin), 4404 participant removed, 4408 no
+auth in time, 4409 replaced by a newer socket of the same participant, 4429 flooding, 1001
+shutdown.
 """
 
 from __future__ import annotations
@@ -175,6 +178,7 @@ class RoomEventsSocket:
                     "type": "snapshot",
                     "you": participant.participant_id,
                     "members": [member_json(m) for m in members],
+                    "muted": self._registry.muted_in(participant.room),
                 }
             )
             forward = asyncio.create_task(
