@@ -13,6 +13,7 @@ from media.rooms import RoomDirectory
 
 from .bridges import BridgeManager
 from .cogs import BridgeAdmin, Moderation, VoiceSession
+from .presence import ConsentNotices
 from .store import MappingStore
 from .web import InviteLinks, ParticipantRegistry
 
@@ -45,6 +46,7 @@ class SwitchboardBot(commands.Bot):
         self.store = store
         self.bridges = bridges
         self.directory = directory
+        self.notices = ConsentNotices(bridges, directory)
         self._auto_leave_delay_s = auto_leave_delay_s
         self._dev_guild_id = dev_guild_id
         self._sync_globally = sync_globally
@@ -65,6 +67,11 @@ class SwitchboardBot(commands.Bot):
         elif self._sync_globally:
             synced = await self.tree.sync()
             logger.info("commands synced globally count=%d", len(synced))
+
+    async def close(self) -> None:
+        # Bridges are stopped first (Service): their notices say so before the client goes.
+        await self.notices.stop()
+        await super().close()
 
     async def on_ready(self) -> None:
         assert self.user is not None

@@ -64,7 +64,7 @@ class Moderation(commands.GroupCog, group_name="web", group_description="Moderat
         return [
             app_commands.Choice(name=f"{p.display_name} ({p.room}, {p.role.value})"[:100], value=p.participant_id)
             for p in await self._ours(interaction)
-            if typed in p.display_name.casefold() or typed in p.participant_id
+            if typed in p.display_name.casefold() or p.participant_id.startswith(typed)
         ][:MAX_CHOICES]
 
     @app_commands.command(name="list", description="Web participants in this server's rooms")
