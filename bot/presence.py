@@ -118,7 +118,9 @@ class ConsentNotices:
         except discord.HTTPException as exc:
             logger.warning(
                 "consent notice failed guild=%s channel=%s status=%s",
-                active.guild_id, channel.id, exc.status,
+                active.guild_id,
+                channel.id,
+                exc.status,
             )
         finally:
             reader.cancel()

@@ -36,7 +36,9 @@ MAX_BUTTON_URL = 512
 
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_channels=True)
-class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Link voice channels to rooms"):
+class BridgeAdmin(
+    commands.GroupCog, group_name="bridge", group_description="Link voice channels to rooms"
+):
     def __init__(
         self,
         store: MappingStore,
@@ -110,10 +112,22 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
             return
         logger.info(
             "linked guild=%s channel=%s room=%s mode=%s by=%s",
-            mapping.guild_id, mapping.channel_id, room, mode, interaction.user.id,
+            mapping.guild_id,
+            mapping.channel_id,
+            room,
+            mode,
+            interaction.user.id,
         )
-        how = "I join when someone arrives and leave when it empties" if mode == "auto" else "use `/join` in it to start"
-        await reply(interaction, f"Linked {channel.mention} to room **{room}** ({mode}: {how}).", ephemeral=False)
+        how = (
+            "I join when someone arrives and leave when it empties"
+            if mode == "auto"
+            else "use `/join` in it to start"
+        )
+        await reply(
+            interaction,
+            f"Linked {channel.mention} to room **{room}** ({mode}: {how}).",
+            ephemeral=False,
+        )
 
     link.autocomplete("room")(_rooms)
 
@@ -136,10 +150,15 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
         assert interaction.guild_id is not None
         mappings = await self.store.list(interaction.guild_id)
         if not mappings:
-            await reply(interaction, "No voice channel here is linked to a room yet. Use `/bridge link`.")
+            await reply(
+                interaction, "No voice channel here is linked to a room yet. Use `/bridge link`."
+            )
             return
-        owned = {r.name for r in await self.store.rooms_for_guild(interaction.guild_id)
-                 if r.owner_guild_id == interaction.guild_id}
+        owned = {
+            r.name
+            for r in await self.store.rooms_for_guild(interaction.guild_id)
+            if r.owner_guild_id == interaction.guild_id
+        }
         lines = [
             f"<#{m.channel_id}> → **{m.room}** ({m.mode})"
             + (" · from config" if m.created_by == "config" else "")
@@ -150,7 +169,9 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
 
     # -- sharing -------------------------------------------------------------------------------
 
-    @app_commands.command(name="share", description="Make a one-time code that lets another server into a room")
+    @app_commands.command(
+        name="share", description="Make a one-time code that lets another server into a room"
+    )
     @app_commands.checks.has_permissions(manage_channels=True)
     @app_commands.describe(room="A room this server owns")
     async def share(self, interaction: discord.Interaction, room: str) -> None:
@@ -158,7 +179,12 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
         if not await self._owns(interaction, room.strip()):
             return
         code = await self.store.create_share_code(room.strip(), str(interaction.user.id))
-        logger.info("share code made room=%s guild=%s by=%s", code.room, interaction.guild_id, interaction.user.id)
+        logger.info(
+            "share code made room=%s guild=%s by=%s",
+            code.room,
+            interaction.guild_id,
+            interaction.user.id,
+        )
         expires = int(code.expires_at.timestamp())
         await reply(
             interaction,
@@ -171,8 +197,12 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
 
     @app_commands.command(name="shares", description="Which servers share a room; remove one")
     @app_commands.checks.has_permissions(manage_channels=True)
-    @app_commands.describe(room="A room this server owns", remove="Id of a server to take out of the room")
-    async def shares(self, interaction: discord.Interaction, room: str, remove: str | None = None) -> None:
+    @app_commands.describe(
+        room="A room this server owns", remove="Id of a server to take out of the room"
+    )
+    async def shares(
+        self, interaction: discord.Interaction, room: str, remove: str | None = None
+    ) -> None:
         room = room.strip()
         if not await self._owns(interaction, room):
             return
@@ -182,7 +212,8 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
                 await reply(interaction, f"Room **{room}** is not shared with any other server.")
                 return
             lines = [f"Room **{room}** is shared with:"] + [
-                f"• {self._guild_name(interaction, s.guild_id)} (`{s.guild_id}`), since <t:{int(s.granted_at.timestamp())}:d>"
+                f"• {self._guild_name(interaction, s.guild_id)} (`{s.guild_id}`), "
+                f"since <t:{int(s.granted_at.timestamp())}:d>"
                 for s in shares
             ]
             await reply(interaction, "\n".join(lines))
@@ -203,11 +234,16 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
         )
         logger.info(
             "share removed room=%s guild=%s unlinked=%d invites_revoked=%d by=%s",
-            room, guild_id, len(removal.unlinked), revoked, interaction.user.id,
+            room,
+            guild_id,
+            len(removal.unlinked),
+            revoked,
+            interaction.user.id,
         )
         await reply(
             interaction,
-            f"Removed {self._guild_name(interaction, guild_id)} from room **{room}**: {len(removal.unlinked)} "
+            f"Removed {self._guild_name(interaction, guild_id)} from room **{room}**: "
+            f"{len(removal.unlinked)} "
             f"channel(s) unlinked, {revoked} invite(s) revoked.",
         )
 
@@ -220,7 +256,10 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
             await reply(interaction, f"There is no room **{room}** yet. `/bridge link` creates it.")
             return False
         if found.owner_guild_id != interaction.guild_id:
-            await reply(interaction, f"Room **{room}** belongs to another server; only its admins can share it.")
+            await reply(
+                interaction,
+                f"Room **{room}** belongs to another server; only its admins can share it.",
+            )
             return False
         return True
 
@@ -231,7 +270,9 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
 
     # -- web invites ---------------------------------------------------------------------------
 
-    @app_commands.command(name="invite", description="Make a link for joining a room from a web browser")
+    @app_commands.command(
+        name="invite", description="Make a link for joining a room from a web browser"
+    )
     @app_commands.checks.has_permissions(manage_channels=True)
     @app_commands.describe(
         room="A room this server owns or shares",
@@ -272,13 +313,23 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
             )
             return
         record = await self.store.create_invite(
-            room, guild_id, str(interaction.user.id), role,
-            datetime.now(UTC) + timedelta(seconds=INVITE_TTLS[expires]), people,
+            room,
+            guild_id,
+            str(interaction.user.id),
+            role,
+            datetime.now(UTC) + timedelta(seconds=INVITE_TTLS[expires]),
+            people,
         )
         link = self.links.for_record(record)
         logger.info(
             "invite created guild=%s room=%s role=%s expires=%s cap=%d id=%s by=%s",
-            guild_id, room, role, expires, people, record.id, interaction.user.id,
+            guild_id,
+            room,
+            role,
+            expires,
+            people,
+            record.id,
+            interaction.user.id,
         )
         what = "talk and listen" if role == "speaker" else "listen"
         embed = discord.Embed(
@@ -300,8 +351,12 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
 
     @app_commands.command(name="invites", description="List a room's web invites; revoke one")
     @app_commands.checks.has_permissions(manage_channels=True)
-    @app_commands.describe(room="A room this server owns or shares", revoke="The id of an invite to revoke")
-    async def invites(self, interaction: discord.Interaction, room: str, revoke: str | None = None) -> None:
+    @app_commands.describe(
+        room="A room this server owns or shares", revoke="The id of an invite to revoke"
+    )
+    async def invites(
+        self, interaction: discord.Interaction, room: str, revoke: str | None = None
+    ) -> None:
         guild_id = interaction.guild_id
         assert guild_id is not None
         room = room.strip()
@@ -322,7 +377,9 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
         wanted = revoke.strip().lower()
         matching = [i for i in mine if i.id.startswith(wanted)] if len(wanted) >= 4 else []
         if len(matching) != 1:
-            await reply(interaction, f"No single invite of **{room}** has an id starting `{wanted}`.")
+            await reply(
+                interaction, f"No single invite of **{room}** has an id starting `{wanted}`."
+            )
             return
         count = await self._revoke(matching[0], str(interaction.user.id))
         await reply(
@@ -337,7 +394,8 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
         present = len(self.participants.by_invite(record.id)) if self.participants else 0
         return (
             f"• `{record.id[:INVITE_ID_SHOWN]}` {record.role}, by <@{record.created_by}>, "
-            f"{present}/{record.max_participants} in, expires <t:{int(record.expires_at.timestamp())}:R>"
+            f"{present}/{record.max_participants} in, "
+            f"expires <t:{int(record.expires_at.timestamp())}:R>"
         )
 
     async def _revoke(self, record: InviteRecord, by: str) -> int:
@@ -345,12 +403,12 @@ class BridgeAdmin(commands.GroupCog, group_name="bridge", group_description="Lin
         removed = 0
         if self.participants is not None:
             removed = await self.participants.remove_invite(record.id, "invite revoked")
-        logger.info("invite revoked id=%s room=%s removed=%d by=%s", record.id, record.room, removed, by)
+        logger.info(
+            "invite revoked id=%s room=%s removed=%d by=%s", record.id, record.room, removed, by
+        )
         return removed
 
-    async def _revoke_where(
-        self, room: str, which: Callable[[InviteRecord], bool], by: str
-    ) -> int:
+    async def _revoke_where(self, room: str, which: Callable[[InviteRecord], bool], by: str) -> int:
         chosen = [i for i in await self.store.invites(room) if which(i)]
         for record in chosen:
             await self._revoke(record, by)

@@ -28,7 +28,9 @@ class NotAModerator(app_commands.CheckFailure):
 
 
 @app_commands.guild_only()
-class Moderation(commands.GroupCog, group_name="web", group_description="Moderate web participants"):
+class Moderation(
+    commands.GroupCog, group_name="web", group_description="Moderate web participants"
+):
     def __init__(
         self, store: MappingStore, participants: ParticipantRegistry, moderator_role_id: int | None
     ) -> None:
@@ -41,7 +43,9 @@ class Moderation(commands.GroupCog, group_name="web", group_description="Moderat
         if interaction.permissions.manage_channels:
             return True
         roles = getattr(interaction.user, "roles", [])
-        if self.moderator_role_id is not None and any(r.id == self.moderator_role_id for r in roles):
+        if self.moderator_role_id is not None and any(
+            r.id == self.moderator_role_id for r in roles
+        ):
             return True
         raise NotAModerator(NOT_A_MODERATOR)
 
@@ -51,10 +55,16 @@ class Moderation(commands.GroupCog, group_name="web", group_description="Moderat
         rooms = {room.name for room in await self.store.rooms_for_guild(interaction.guild_id)}
         return [p for room in sorted(rooms) for p in self.participants.in_room(room)]
 
-    async def _find(self, interaction: discord.Interaction, participant_id: str) -> Participant | None:
-        found = next((p for p in await self._ours(interaction) if p.participant_id == participant_id), None)
+    async def _find(
+        self, interaction: discord.Interaction, participant_id: str
+    ) -> Participant | None:
+        found = next(
+            (p for p in await self._ours(interaction) if p.participant_id == participant_id), None
+        )
         if found is None:
-            await reply(interaction, "No such web participant in this server's rooms (it may have left).")
+            await reply(
+                interaction, "No such web participant in this server's rooms (it may have left)."
+            )
         return found
 
     async def _choices(
@@ -62,7 +72,9 @@ class Moderation(commands.GroupCog, group_name="web", group_description="Moderat
     ) -> list[app_commands.Choice[str]]:
         typed = typed.casefold()
         return [
-            app_commands.Choice(name=f"{p.display_name} ({p.room}, {p.role.value})"[:100], value=p.participant_id)
+            app_commands.Choice(
+                name=f"{p.display_name} ({p.room}, {p.role.value})"[:100], value=p.participant_id
+            )
             for p in await self._ours(interaction)
             if typed in p.display_name.casefold() or p.participant_id.startswith(typed)
         ][:MAX_CHOICES]
@@ -74,7 +86,8 @@ class Moderation(commands.GroupCog, group_name="web", group_description="Moderat
             await reply(interaction, "Nobody is in this server's rooms from the web.")
             return
         lines = [
-            f"• **{discord.utils.escape_markdown(p.display_name)}** in **{p.room}** ({p.role.value}"
+            f"• **{discord.utils.escape_markdown(p.display_name)}** in **{p.room}** "
+            f"({p.role.value}"
             + (", muted" if p.muted else "")
             + f") `{p.participant_id}` invite `{p.invite_id[:8]}`"
             for p in ours
@@ -88,11 +101,16 @@ class Moderation(commands.GroupCog, group_name="web", group_description="Moderat
         if found is None:
             return
         await self.participants.kick(found.participant_id, str(interaction.user.id))
-        logger.info("web participant kicked participant=%s room=%s by=%s",
-                    found.participant_id, found.room, interaction.user.id)
+        logger.info(
+            "web participant kicked participant=%s room=%s by=%s",
+            found.participant_id,
+            found.room,
+            interaction.user.id,
+        )
         await reply(
             interaction,
-            f"Removed **{discord.utils.escape_markdown(found.display_name)}** from **{found.room}**. "
+            f"Removed **{discord.utils.escape_markdown(found.display_name)}** "
+            f"from **{found.room}**. "
             "Their invite still works: `/web ban` keeps them out.",
         )
 
@@ -106,21 +124,30 @@ class Moderation(commands.GroupCog, group_name="web", group_description="Moderat
     async def unmute(self, interaction: discord.Interaction, participant: str) -> None:
         await self._set_muted(interaction, participant, False)
 
-    async def _set_muted(self, interaction: discord.Interaction, participant_id: str, muted: bool) -> None:
+    async def _set_muted(
+        self, interaction: discord.Interaction, participant_id: str, muted: bool
+    ) -> None:
         found = await self._find(interaction, participant_id)
         if found is None:
             return
         await self.participants.set_muted(found, muted, str(interaction.user.id))
         name = discord.utils.escape_markdown(found.display_name)
-        await reply(interaction, f"{'Muted' if muted else 'Unmuted'} **{name}** in **{found.room}**.")
+        await reply(
+            interaction, f"{'Muted' if muted else 'Unmuted'} **{name}** in **{found.room}**."
+        )
 
-    @app_commands.command(name="ban", description="Keep a name, or everyone with an invite, out of a room")
+    @app_commands.command(
+        name="ban", description="Keep a name, or everyone with an invite, out of a room"
+    )
     @app_commands.describe(
         participant="Ban this participant's name from its room (and remove them)",
         invite="Or: the id of an invite to revoke (see /bridge invites)",
     )
     async def ban(
-        self, interaction: discord.Interaction, participant: str | None = None, invite: str | None = None
+        self,
+        interaction: discord.Interaction,
+        participant: str | None = None,
+        invite: str | None = None,
     ) -> None:
         if (participant is None) == (invite is None):
             await reply(interaction, "Give either `participant` or `invite`.")
@@ -132,7 +159,10 @@ class Moderation(commands.GroupCog, group_name="web", group_description="Moderat
                 return
             removed = await self.participants.ban_name(found.room, found.display_name, by)
             name = discord.utils.escape_markdown(found.display_name)
-            await reply(interaction, f"Banned the name **{name}** from **{found.room}** ({removed} removed).")
+            await reply(
+                interaction,
+                f"Banned the name **{name}** from **{found.room}** ({removed} removed).",
+            )
             return
         assert invite is not None and interaction.guild_id is not None
         wanted = invite.strip().lower()
@@ -144,11 +174,16 @@ class Moderation(commands.GroupCog, group_name="web", group_description="Moderat
             if len(wanted) >= 4 and record.id.startswith(wanted)
         ]
         if len(matching) != 1:
-            await reply(interaction, f"No single working invite of this server's rooms has an id starting `{wanted}`.")
+            await reply(
+                interaction,
+                f"No single working invite of this server's rooms has an id starting `{wanted}`.",
+            )
             return
         await self.store.revoke_invite(matching[0].id, by)
         removed = await self.participants.remove_invite(matching[0].id, "invite banned")
-        await reply(interaction, f"Revoked invite `{matching[0].id[:8]}`; {removed} participant(s) removed.")
+        await reply(
+            interaction, f"Revoked invite `{matching[0].id[:8]}`; {removed} participant(s) removed."
+        )
 
     kick.autocomplete("participant")(_choices)
     mute.autocomplete("participant")(_choices)

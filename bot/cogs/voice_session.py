@@ -88,7 +88,7 @@ class VoiceSession(commands.Cog):
         except AlreadyBridged as exc:  # another /join won the race
             await reply(interaction, _already_bridging(exc.active.channel_id))
             return
-        except (discord.ClientException, asyncio.TimeoutError) as exc:
+        except (discord.ClientException, TimeoutError) as exc:
             logger.warning("join failed guild=%s channel=%s error=%s", channel.guild.id, channel.id, exc)
             await reply(
                 interaction,
@@ -113,7 +113,9 @@ class VoiceSession(commands.Cog):
             )
             return
         await defer_privately(interaction)
-        active = await self.bridges.stop(interaction.guild_id, f"leave command by={interaction.user.id}")
+        active = await self.bridges.stop(
+            interaction.guild_id, f"leave command by={interaction.user.id}"
+        )
         if active is None:
             await reply(interaction, "Nothing is bridged in this server right now.")
             return

@@ -364,7 +364,9 @@ class WebApi:
                 retry_after_s=wait_s,
             )
         if cap is not None:
-            holding = [p for p in self.registry.by_invite(invite_id) if p.participant_id != replaces]
+            holding = [
+                p for p in self.registry.by_invite(invite_id) if p.participant_id != replaces
+            ]
             if len(holding) >= cap:
                 raise WebError(
                     409,

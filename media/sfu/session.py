@@ -547,18 +547,19 @@ class SfuSession:
             )
         if not force:  # a forced close exchanges no SDP: the connection may be gone for good
             await self._require_connected()
-        negotiating = {p.mid: p for p in self._pending.pulls if p.mid in mids} if self._pending else {}
+        pending = self._pending.pulls if self._pending else []
+        negotiating = {p.mid: p for p in pending if p.mid in mids}
         if negotiating and not force:
             raise ApiError.invalid_params(
                 "a track in mids is still being negotiated: answer the SFU's offer first"
             )
         results = []
         for mid in mids:
-            if mid in negotiating:  # forced: cancelled, so it never becomes active
-                assert self._pending is not None
-                self._pending.pulls.remove(negotiating[mid])
-                negotiating[mid].subscription.close()
-                results.append(TrackResult(negotiating[mid].subscription.publication.track_name, mid))
+            cancelled = negotiating.get(mid)
+            if cancelled is not None:  # forced: cancelled, so it never becomes active
+                pending.remove(cancelled)
+                cancelled.subscription.close()
+                results.append(TrackResult(cancelled.subscription.publication.track_name, mid))
                 continue
             publication = self._published.get(mid)
             pulled = self._pulled.pop(mid, None)

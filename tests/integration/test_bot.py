@@ -135,7 +135,7 @@ async def test_join_explains_what_to_do(world):
 
 
 async def test_join_and_leave_keep_errors_private_and_announce_success(world):
-    fake, guild, text, lounge, stage, admin, alice, config = world
+    fake, guild, text, lounge, stage, _, alice, config = world
     bob = fake.add_member(guild, "bob")
     async with running(fake, config) as service:
         await service.store.link(guild.id, lounge.id, "lobby", "manual", "test")
@@ -161,7 +161,7 @@ async def test_join_and_leave_keep_errors_private_and_announce_success(world):
         left = await fake.send_interaction(guild, text, alice, "leave")
         assert "Left" in await left.final_text(timeout=20)
         assert (await left.response()).ephemeral
-        assert not [r for r in left.replies if r.text()][0].ephemeral
+        assert not next(r for r in left.replies if r.text()).ephemeral
         assert service.bridges.active(guild.id) is None
     assert fake.interactions.violations == []
 

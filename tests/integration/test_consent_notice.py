@@ -9,7 +9,6 @@ import pytest
 from bot import presence as presence_module
 from bot.web import Role
 from tests.integration.test_bot import running
-from tests.integration.test_room_sharing import two_guilds  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -35,8 +34,9 @@ async def test_notice_appears_on_bridging_and_follows_listeners(two_guilds, monk
         await fake.user_joins_voice(a, a_user, a_voice)
         joined = await fake.send_interaction(a, a_text, a_user, "join")
         assert "lobby" in await joined.final_text(timeout=30)
-        first = await notice_in(a_voice, "room **lobby**", "no other Discord channel",
-                                "0 web listeners")
+        first = await notice_in(
+            a_voice, "room **lobby**", "no other Discord channel", "0 web listeners"
+        )
         assert "heard outside this server" in first["content"]
 
         await fake.user_joins_voice(b, b_user, b_voice)

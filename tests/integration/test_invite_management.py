@@ -110,7 +110,11 @@ async def test_cap_rejoin_once_revoke_and_restart(world) -> None:
         ids_before = {p.participant_id for p in service.web.registry.by_invite(record.id)}
         started = time.monotonic()
         revoked = await fake.send_interaction(
-            guild, text, admin, "bridge", {"room": "lobby", "revoke": record.id[:8]},
+            guild,
+            text,
+            admin,
+            "bridge",
+            {"room": "lobby", "revoke": record.id[:8]},
             subcommand="invites",
         )
         assert "2 participant(s) were removed" in await revoked.final_text()
@@ -149,7 +153,11 @@ async def test_a_revoked_invites_page_is_told_and_its_socket_closed(world) -> No
             await socket.receive_json(timeout=5)  # the snapshot
             invite_id = service.web.signer.verify_invite(token).jti
             revoked = await fake.send_interaction(
-                guild, text, admin, "bridge", {"room": "lobby", "revoke": invite_id[:8]},
+                guild,
+                text,
+                admin,
+                "bridge",
+                {"room": "lobby", "revoke": invite_id[:8]},
                 subcommand="invites",
             )
             await revoked.final_text()

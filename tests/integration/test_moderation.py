@@ -96,9 +96,7 @@ async def service_world(tmp_path) -> AsyncIterator[Any]:
         someone = fake.add_member(guild, "eve")
         config = write_config(tmp_path / "config.toml", guild.id)
         config.write_text(
-            config.read_text().replace(
-                "[discord]\n", f"[discord]\nmoderator_role_id = {mods.id}\n"
-            )
+            config.read_text().replace("[discord]\n", f"[discord]\nmoderator_role_id = {mods.id}\n")
         )
         async with running(fake, config) as service, ClientSession() as http:
             await service.store.link(guild.id, lounge.id, "lobby", "manual", str(admin.user.id))
@@ -112,7 +110,17 @@ async def command(fake, guild, text, user, name: str, **options: Any) -> str:
 
 
 async def test_mute_kick_and_ban_a_plain_aiortc_participant(tmp_path) -> None:
-    async with service_world(tmp_path) as (fake, guild, text, admin, mod, someone, service, http, base):
+    async with service_world(tmp_path) as (
+        fake,
+        guild,
+        text,
+        admin,
+        mod,
+        someone,
+        service,
+        http,
+        base,
+    ):
         speaker_token = await make_invite(fake, guild, text, admin)
         listener_token = await make_invite(fake, guild, text, admin, role="listener")
         origin = service.web.origin
@@ -126,13 +134,18 @@ async def test_mute_kick_and_ban_a_plain_aiortc_participant(tmp_path) -> None:
             peers.append(talker)
             sending = talker.addTransceiver(ToneTrack(TONE_HZ), direction="sendonly")
             await talker.setLocalDescription(await talker.createOffer())
-            status, body = await ada.call("publish", {
-                "sessionDescription": {"type": "offer", "sdp": talker.localDescription.sdp},
-                "mid": sending.mid,
-            })
+            status, body = await ada.call(
+                "publish",
+                {
+                    "sessionDescription": {"type": "offer", "sdp": talker.localDescription.sdp},
+                    "mid": sending.mid,
+                },
+            )
             assert status == 200, body
             await talker.setRemoteDescription(RTCSessionDescription(**body["sessionDescription"]))
-            [member] = [m for m in await service.directory.members("lobby") if m.member_id == ada.id]
+            [member] = [
+                m for m in await service.directory.members("lobby") if m.member_id == ada.id
+            ]
             locator = {"sessionId": member.tracks[0].session_id, "trackName": "mic"}
             async with asyncio.timeout(10):
                 while True:
@@ -145,20 +158,29 @@ async def test_mute_kick_and_ban_a_plain_aiortc_participant(tmp_path) -> None:
             peers.append(listener)
             tracks: asyncio.Queue = asyncio.Queue()
             listener.on("track", tracks.put_nowait)
-            await listener.setRemoteDescription(RTCSessionDescription(**pulled["sessionDescription"]))
+            await listener.setRemoteDescription(
+                RTCSessionDescription(**pulled["sessionDescription"])
+            )
             await listener.setLocalDescription(await listener.createAnswer())
-            status, _ = await bob.call("answer", {"sessionDescription": {
-                "type": "answer", "sdp": listener.localDescription.sdp}})
+            status, _ = await bob.call(
+                "answer",
+                {"sessionDescription": {"type": "answer", "sdp": listener.localDescription.sdp}},
+            )
             assert status == 200
             heard = await asyncio.wait_for(tracks.get(), 10)
             pcm = await asyncio.wait_for(collect_pcm(heard, 1.0), 15)
-            assert abs(dominant_frequency(pcm[len(pcm) // 2:]) - TONE_HZ) < 5
+            assert abs(dominant_frequency(pcm[len(pcm) // 2 :]) - TONE_HZ) < 5
 
             # Only admins and the moderator role moderate.
             denied = await command(fake, guild, text, someone, "mute", participant=ada.id)
             assert "moderator role" in denied
             typing = await fake.send_interaction(
-                guild, text, mod, "web", {"participant": "ad"}, subcommand="mute",
+                guild,
+                text,
+                mod,
+                "web",
+                {"participant": "ad"},
+                subcommand="mute",
                 focused="participant",
             )
             assert [c["value"] for c in (await typing.response()).choices] == [ada.id]
@@ -169,8 +191,12 @@ async def test_mute_kick_and_ban_a_plain_aiortc_participant(tmp_path) -> None:
             said = await command(fake, guild, text, mod, "mute", participant=ada.id)
             assert "Muted **Ada**" in said
             muted_at = time.monotonic()
-            await until(lambda: {"type": "moderation", "memberId": ada.id, "muted": True} in bob.events)
-            assert any(e.get("type") == "track_removed" and e["memberId"] == ada.id for e in bob.events)
+            await until(
+                lambda: {"type": "moderation", "memberId": ada.id, "muted": True} in bob.events
+            )
+            assert any(
+                e.get("type") == "track_removed" and e["memberId"] == ada.id for e in bob.events
+            )
             with pytest.raises(TimeoutError):  # no audio arrives any more
                 async with asyncio.timeout(1.5):
                     while True:
@@ -182,10 +208,13 @@ async def test_mute_kick_and_ban_a_plain_aiortc_participant(tmp_path) -> None:
             peers.append(again)
             retry = again.addTransceiver(ToneTrack(TONE_HZ), direction="sendonly")
             await again.setLocalDescription(await again.createOffer())
-            status, body = await ada.call("publish", {
-                "sessionDescription": {"type": "offer", "sdp": again.localDescription.sdp},
-                "mid": retry.mid,
-            })
+            status, body = await ada.call(
+                "publish",
+                {
+                    "sessionDescription": {"type": "offer", "sdp": again.localDescription.sdp},
+                    "mid": retry.mid,
+                },
+            )
             assert (status, body["error"]["code"]) == (403, "muted_by_moderator")
             assert "Ada" in await command(fake, guild, text, admin, "list")  # shown as muted
             assert ", muted)" in await command(fake, guild, text, admin, "list")
@@ -202,9 +231,12 @@ async def test_mute_kick_and_ban_a_plain_aiortc_participant(tmp_path) -> None:
             said = await command(fake, guild, text, admin, "ban", participant=bob.id)
             assert "Banned the name **Bob**" in said and "(1 removed)" in said
             await until(lambda: bob.closed is not None)
-            async with http.post(f"{base}/api/rooms/lobby/join",
-                                 json={"token": listener_token, "name": "bob"}) as response:
-                assert response.status == 403 and (await response.json())["error"]["code"] == "banned"
+            async with http.post(
+                f"{base}/api/rooms/lobby/join", json={"token": listener_token, "name": "bob"}
+            ) as response:
+                assert (
+                    response.status == 403 and (await response.json())["error"]["code"] == "banned"
+                )
             assert await service.directory.members("lobby") == []
         finally:
             await asyncio.gather(ada.close(), bob.close(), *(pc.close() for pc in peers))

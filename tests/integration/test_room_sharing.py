@@ -8,12 +8,10 @@ import asyncio
 import itertools
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from media.audio import OPUS_SILENCE_FRAME
-from tests.fakes.discord import FakeDiscord, Permission
 from tests.fakes.discord.audio import decode_opus, dominant_frequency, encode_tone, load_libopus
 from tests.integration.test_bot import running
 
@@ -23,52 +21,17 @@ TONE_HZ = 440
 FREQUENCY_TOLERANCE_HZ = 30
 
 
-def two_guild_config(path: Path) -> Path:
-    """No dev guild: commands sync globally, so both servers have them."""
-    path.write_text(
-        f"""
-[sfu]
-port = 0
-
-[http]
-port = 0
-
-[discord]
-sync_globally = true
-auto_leave_delay_s = 0.5
-
-[store]
-path = "{path.parent / 'store.sqlite3'}"
-"""
-    )
-    return path
-
-
-@pytest.fixture
-async def two_guilds(tmp_path):
-    async with FakeDiscord() as fake:
-        a = fake.add_guild("Owners")
-        b = fake.add_guild("Guests")
-        worlds = []
-        for guild, prefix in ((a, "a"), (b, "b")):
-            text = guild.add_text_channel("general")
-            voice = guild.add_voice_channel("Lounge")
-            guild.add_voice_channel("Stage")  # before the bot connects: in its GUILD_CREATE
-            admin = fake.add_member(
-                guild, f"{prefix}-admin", roles=[guild.add_role("mods", Permission.MANAGE_CHANNELS)]
-            )
-            user = fake.add_member(guild, f"{prefix}-user")
-            worlds.append((guild, text, voice, admin, user))
-        yield fake, worlds, two_guild_config(tmp_path / "config.toml")
-
-
 def stage(guild):
     return next(c for c in guild.channels.values() if c.name == "Stage")
 
 
 async def link(fake, guild, text, admin, channel, room, **extra):
     handle = await fake.send_interaction(
-        guild, text, admin, "bridge", {"channel": channel, "room": room, **extra},
+        guild,
+        text,
+        admin,
+        "bridge",
+        {"channel": channel, "room": room, **extra},
         subcommand="link",
     )
     return await handle.final_text()
@@ -99,37 +62,44 @@ async def test_a_foreign_room_needs_the_owners_share_code_and_the_owner_can_remo
         refused = await link(fake, b, b_text, b_admin, b_voice, "lobby")
         assert "belongs to another server" in refused and "share code" in refused
         assert await service.store.get(b.id, b_voice.id) is None
-        invite = await fake.send_interaction(b, b_text, b_admin, "bridge", {"room": "lobby"},
-                                             subcommand="invite")
+        invite = await fake.send_interaction(
+            b, b_text, b_admin, "bridge", {"room": "lobby"}, subcommand="invite"
+        )
         assert "belongs to another server" in await invite.final_text()
         wrong = await link(fake, b, b_text, b_admin, b_voice, "lobby", share_code="guessed-code")
         assert "not accepted" in wrong and await service.store.get(b.id, b_voice.id) is None
 
         # Only the owner shares; the code comes back privately.
-        not_owner = await fake.send_interaction(b, b_text, b_admin, "bridge", {"room": "lobby"},
-                                                subcommand="share")
+        not_owner = await fake.send_interaction(
+            b, b_text, b_admin, "bridge", {"room": "lobby"}, subcommand="share"
+        )
         assert "only its admins" in await not_owner.final_text()
-        shared = await fake.send_interaction(a, a_text, a_admin, "bridge", {"room": "lobby"},
-                                             subcommand="share")
+        shared = await fake.send_interaction(
+            a, a_text, a_admin, "bridge", {"room": "lobby"}, subcommand="share"
+        )
         said = await shared.final_text()
         assert (await shared.response()).ephemeral
         code = re.search(r"`([A-Za-z0-9_-]{12,})`", said).group(1)
         assert "Linked" in await link(fake, b, b_text, b_admin, b_voice, "lobby", share_code=code)
-        again = await link(fake, b, b_text, b_admin, stage(b), "secret",
-                           share_code=code)
+        again = await link(fake, b, b_text, b_admin, stage(b), "secret", share_code=code)
         assert "already been used" in again
 
         # Autocomplete offers B the shared room and never A's other room.
-        typing = await fake.send_interaction(b, b_text, b_admin, "bridge", {"room": ""},
-                                             subcommand="invite", focused="room")
+        typing = await fake.send_interaction(
+            b, b_text, b_admin, "bridge", {"room": ""}, subcommand="invite", focused="room"
+        )
         assert [c["value"] for c in (await typing.response()).choices] == ["lobby"]
-        typing = await fake.send_interaction(a, a_text, a_admin, "bridge", {"room": "se"},
-                                             subcommand="link", focused="room")
+        typing = await fake.send_interaction(
+            a, a_text, a_admin, "bridge", {"room": "se"}, subcommand="link", focused="room"
+        )
         assert [c["value"] for c in (await typing.response()).choices] == ["secret"]
 
         # Both bridges up: A's speaker is heard in B's channel.
         users = {}
-        for guild, voice, user, text in ((a, a_voice, a_user, a_text), (b, b_voice, b_user, b_text)):
+        for guild, voice, user, text in (
+            (a, a_voice, a_user, a_text),
+            (b, b_voice, b_user, b_text),
+        ):
             users[guild.id] = await fake.user_joins_voice(guild, user, voice)
             joined = await fake.send_interaction(guild, text, user, "join")
             assert "into room **lobby**" in await joined.final_text(timeout=30)
@@ -141,12 +111,17 @@ async def test_a_foreign_room_needs_the_owners_share_code_and_the_owner_can_remo
             talker.cancel()
             await asyncio.gather(talker, return_exceptions=True)
 
-        listed = await fake.send_interaction(a, a_text, a_admin, "bridge", {"room": "lobby"},
-                                             subcommand="shares")
+        listed = await fake.send_interaction(
+            a, a_text, a_admin, "bridge", {"room": "lobby"}, subcommand="shares"
+        )
         assert f"`{b.id}`" in await listed.final_text()
         started = time.monotonic()
         removed = await fake.send_interaction(
-            a, a_text, a_admin, "bridge", {"room": "lobby", "remove": str(b.id)},
+            a,
+            a_text,
+            a_admin,
+            "bridge",
+            {"room": "lobby", "remove": str(b.id)},
             subcommand="shares",
         )
         assert "1 channel(s) unlinked" in await removed.final_text()

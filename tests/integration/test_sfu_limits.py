@@ -62,7 +62,9 @@ async def test_datachannels_are_capped_per_request_and_per_session(api: Api, cap
         batch = 0
         while True:
             names = range(batch * MAX_CHANNELS_PER_REQUEST, (batch + 1) * MAX_CHANNELS_PER_REQUEST)
-            body = {"dataChannels": [{"location": "local", "dataChannelName": f"d{i}"} for i in names]}
+            body = {
+                "dataChannels": [{"location": "local", "dataChannelName": f"d{i}"} for i in names]
+            }
             response = await api.call("POST", path, body)
             if response.status_code != 200:
                 break
@@ -94,7 +96,8 @@ async def test_forced_close_of_a_dead_peer_does_not_wait(api: Api, sfu, caplog) 
             await asyncio.sleep(0.05)
     started = time.monotonic()
     closed = await api.ok(
-        "PUT", f"/sessions/{client.session_id}/tracks/close",
+        "PUT",
+        f"/sessions/{client.session_id}/tracks/close",
         {"tracks": [{"mid": mid}], "force": True},
     )
     elapsed = time.monotonic() - started
@@ -112,8 +115,15 @@ async def test_closing_a_pull_while_its_offer_is_unanswered(api: Api, caplog) ->
         first = await pull_when_sending(subscriber, publisher.session_id, "mic")
         mid = first["tracks"][0]["mid"]
         path = f"/sessions/{subscriber.session_id}/tracks/close"
-        refused = await api.call("PUT", path, {"tracks": [{"mid": mid}], "force": False,
-                                               "sessionDescription": first["sessionDescription"]})
+        refused = await api.call(
+            "PUT",
+            path,
+            {
+                "tracks": [{"mid": mid}],
+                "force": False,
+                "sessionDescription": first["sessionDescription"],
+            },
+        )
         assert refused.status_code == 406, refused.text
         assert "negotiated" in refused.json()["errorDescription"]
         cancelled = await api.ok("PUT", path, {"tracks": [{"mid": mid}], "force": True})

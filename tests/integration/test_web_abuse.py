@@ -14,7 +14,11 @@ from aiohttp import WSMsgType, WSServerHandshakeError
 
 from bot.web import events as events_module
 from bot.web import participants as participants_module
-from tests.integration.test_web_api import World, refusal, world  # noqa: F401 (fixture)
+from tests.integration.test_web_api import (
+    World,
+    refusal,
+    world,  # noqa: F401 (the fixture, shared)
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,7 +32,10 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def test_deeply_nested_json_is_a_400(world: World, caplog) -> None:
+async def test_deeply_nested_json_is_a_400(
+    world: World,  # noqa: F811
+    caplog,
+) -> None:
     for body in (b"[" * 90_000, b'{"a":' * 15_000, b"\xff\xfe{}"):
         response = await world.client.post(
             "/api/rooms/lobby/join", data=body, headers={"Content-Type": "application/json"}
@@ -38,7 +45,9 @@ async def test_deeply_nested_json_is_a_400(world: World, caplog) -> None:
 
 
 async def test_a_flood_of_unauthenticated_sockets_is_bounded(
-    world: World, monkeypatch, caplog
+    world: World,  # noqa: F811
+    monkeypatch,
+    caplog,
 ) -> None:
     monkeypatch.setattr(events_module, "AUTH_TIMEOUT_S", 0.5)
     monkeypatch.setattr(events_module, "MAX_PENDING_SOCKETS", 6)
@@ -74,7 +83,8 @@ async def test_a_flood_of_unauthenticated_sockets_is_bounded(
 
 
 async def test_sockets_closed_before_their_first_message_are_no_error(
-    world: World, caplog
+    world: World,  # noqa: F811
+    caplog,
 ) -> None:
     ada = await world.join()
     for _ in range(5):
@@ -89,7 +99,11 @@ async def test_sockets_closed_before_their_first_message_are_no_error(
     no_tracebacks(caplog)
 
 
-async def test_expiry_removes_participants_together(world: World, monkeypatch, caplog) -> None:
+async def test_expiry_removes_participants_together(
+    world: World,  # noqa: F811
+    monkeypatch,
+    caplog,
+) -> None:
     """Each removal waits on outside calls (Realtime, TURN); one slow call must not hold
     every other expired participant in the room. The slow TURN API is injected: no real
     part here is slow on demand."""

@@ -264,7 +264,8 @@ class RestApi:
         body = await _body(request)
         for key in ("content", "embeds", "components"):
             if key in body:
-                message[key] = body[key] if body[key] is not None else ([] if key != "content" else "")
+                empty: Any = "" if key == "content" else []
+                message[key] = body[key] if body[key] is not None else empty
         message["edited_timestamp"] = datetime.now(UTC).isoformat()
         self.channel_message_edits += 1
         self._channel_message_added.set()
