@@ -68,6 +68,9 @@ class ActiveBridge:
         return self.link.voice_client
 
 
+BridgeWatcher = Callable[[ActiveBridge, bool], None]
+
+
 def member_id(guild_id: int, channel_id: int) -> str:
     return f"discord:{guild_id}:{channel_id}"
 
@@ -88,11 +91,24 @@ class BridgeManager:
         self._peer_config = peer_config or PeerConfig()
         self._active: dict[int, ActiveBridge] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._watchers: list[BridgeWatcher] = []
         metrics.watch_voice(
             lambda: [(a.link.counters, len(a.link.speakers)) for a in self._active.values()]
         )
         metrics.watch_media(lambda: [a.bridge.counters() for a in self._active.values()])
         metrics.state.watch_links(self.link_quality)
+
+    def watch(self, watcher: BridgeWatcher) -> None:
+        """Call `watcher(active, True)` after each bridge comes up, `(active, False)` after it
+        goes down (synchronously: watchers start or cancel their own tasks)."""
+        self._watchers.append(watcher)
+
+    def _notify(self, active: ActiveBridge, up: bool) -> None:
+        for watcher in self._watchers:
+            try:
+                watcher(active, up)
+            except Exception:
+                logger.exception("bridge watcher failed guild=%s", active.guild_id)
 
     def _lock(self, guild_id: int) -> asyncio.Lock:
         return self._locks.setdefault(guild_id, asyncio.Lock())
@@ -135,6 +151,7 @@ class BridgeManager:
             self._active[guild.id] = active
             self._metrics.bridges.set(len(self._active))
             logger.info("bridge up guild=%s channel=%s room=%s mode=%s", guild.id, channel.id, room, mode)
+            self._notify(active, True)
             return active
 
     async def stop(self, guild_id: int, reason: str) -> ActiveBridge | None:
@@ -153,6 +170,7 @@ class BridgeManager:
                 "bridge down guild=%s channel=%s room=%s reason=%s",
                 guild_id, active.channel_id, active.room, reason,
             )
+            self._notify(active, False)
             return active
 
     def _observe_peer(self, bridge: Bridge, event: PeerEvent) -> None:

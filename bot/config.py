@@ -259,6 +259,12 @@ class DiscordSettings(_Section):
         ge=0,
         allow_inf_nan=False,
     )
+    moderator_role_id: Snowflake | None = _setting(
+        None,
+        "SWITCHBOARD_DISCORD_MODERATOR_ROLE_ID",
+        "Members with this role may moderate web participants (`/web ...`) besides admins "
+        "(Manage Channels); the same role id in every server is unlikely, so usually unset.",
+    )
 
 
 def _database_url(value: SecretStr | None) -> SecretStr | None:

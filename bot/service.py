@@ -109,6 +109,7 @@ class Service:
         self.web = WebApi.from_settings(
             s, directory=self.directory, realtime=self.realtime,
             room_exists=known_rooms(self.store, self.directory),
+            invite_lookup=self.store.get_invite,
         )
         self.web.attach(self.http.app)
         await self.web.start()
@@ -126,6 +127,8 @@ class Service:
             dev_guild_id=s.discord.dev_guild_id,
             sync_globally=s.discord.sync_globally,
             invites=self.web.invites,
+            participants=self.web.registry,
+            moderator_role_id=s.discord.moderator_role_id,
             connector=self._connector_factory() if self._connector_factory else None,
         )
         self._bot_task = asyncio.create_task(self._run_bot(s.discord.token.get_secret_value()), name="discord")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -24,6 +26,26 @@ async def reply(interaction: discord.Interaction, text: str, *, ephemeral: bool 
         await interaction.followup.send(text, ephemeral=ephemeral)
     else:
         await interaction.response.send_message(text, ephemeral=ephemeral)
+
+
+async def defer_privately(interaction: discord.Interaction) -> None:
+    """Defer a slow command so that whatever comes next can stay private.
+
+    Discord gives the first follow-up after a deferral the deferral's visibility, whatever
+    flags it carries: a public deferral would show an error reply to the whole channel.
+    """
+    await interaction.response.defer(thinking=True, ephemeral=True)
+
+
+async def announce(interaction: discord.Interaction, text: str, **extra: Any) -> None:
+    """Say `text` to the whole channel, also after a private deferral (whose "thinking"
+    message is deleted first, so the follow-up is a new, public message)."""
+    if not interaction.response.is_done():
+        await interaction.response.send_message(text, **extra)
+        return
+    with contextlib.suppress(discord.NotFound):
+        await interaction.delete_original_response()
+    await interaction.followup.send(text, ephemeral=False, **extra)
 
 
 def explain_check_failure(error: app_commands.AppCommandError) -> str | None:

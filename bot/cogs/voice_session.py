@@ -13,11 +13,26 @@ from media.rooms import MemberKind, RoomDirectory
 
 from ..bridges import AlreadyBridged, BridgeManager
 from ..store import MappingStore
-from .replies import explain_check_failure, link_hint, reply
+from .replies import announce, defer_privately, explain_check_failure, link_hint, reply
 
 __all__ = ["VoiceSession"]
 
 logger = logging.getLogger(__name__)
+
+
+def _already_bridging(channel_id: int) -> str:
+    return (
+        f"I am already bridging <#{channel_id}> in this server (Discord allows one voice channel "
+        "per bot). Run `/leave` there first."
+    )
+
+
+def _may_stop(interaction: discord.Interaction, channel_id: int) -> bool:
+    """Members in the bridged channel, and admins, may stop a bridge; nobody else."""
+    if interaction.permissions.manage_channels:
+        return True
+    voice = getattr(interaction.user, "voice", None)
+    return voice is not None and voice.channel is not None and voice.channel.id == channel_id
 
 
 def _humans(channel: discord.VoiceChannel) -> list[discord.Member]:
@@ -64,17 +79,16 @@ class VoiceSession(commands.Cog):
         if active is not None and active.channel_id == channel.id:
             await reply(interaction, f"{channel.mention} is already bridged into **{active.room}**.")
             return
-        await interaction.response.defer(thinking=True)
+        if active is not None:
+            await reply(interaction, _already_bridging(active.channel_id))
+            return
+        await defer_privately(interaction)
         try:
             active = await self.bridges.start(channel, mapping.room, mapping.mode)
-        except AlreadyBridged as exc:
-            await reply(
-                interaction,
-                f"I am already bridging <#{exc.active.channel_id}> in this server (Discord allows one "
-                "voice channel per bot). Run `/leave` there first.",
-            )
+        except AlreadyBridged as exc:  # another /join won the race
+            await reply(interaction, _already_bridging(exc.active.channel_id))
             return
-        except (discord.ClientException, asyncio.TimeoutError) as exc:
+        except (discord.ClientException, TimeoutError) as exc:
             logger.warning("join failed guild=%s channel=%s error=%s", channel.guild.id, channel.id, exc)
             await reply(
                 interaction,
@@ -82,20 +96,32 @@ class VoiceSession(commands.Cog):
                 "permissions there, then try again.",
             )
             return
-        await reply(interaction, f"Bridged {channel.mention} into room **{active.room}**.", ephemeral=False)
+        await announce(interaction, f"Bridged {channel.mention} into room **{active.room}**.")
 
     @app_commands.command(name="leave", description="Stop bridging this server's voice channel")
     async def leave(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
-        if self.bridges.active(interaction.guild_id) is None:
-            await reply(interaction, "Nothing is bridged in this server right now.")
-            return
-        await interaction.response.defer(thinking=True)
-        active = await self.bridges.stop(interaction.guild_id, "leave command")
+        active = self.bridges.active(interaction.guild_id)
         if active is None:
             await reply(interaction, "Nothing is bridged in this server right now.")
             return
-        await reply(interaction, f"Left <#{active.channel_id}>; room **{active.room}** goes on without it.", ephemeral=False)
+        if not _may_stop(interaction, active.channel_id):
+            await reply(
+                interaction,
+                f"Only people in <#{active.channel_id}> or admins (Manage Channels) can stop "
+                "this bridge.",
+            )
+            return
+        await defer_privately(interaction)
+        active = await self.bridges.stop(
+            interaction.guild_id, f"leave command by={interaction.user.id}"
+        )
+        if active is None:
+            await reply(interaction, "Nothing is bridged in this server right now.")
+            return
+        await announce(
+            interaction, f"Left <#{active.channel_id}>; room **{active.room}** goes on without it."
+        )
 
     @app_commands.command(name="status", description="Who is in this server's room, and how the link is")
     async def status(self, interaction: discord.Interaction) -> None:

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -50,6 +52,7 @@ from .tokens import CREDENTIAL_TTL_S, TokenError, TokenSigner
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from bot.store import InviteRecord
 
 __all__ = ["RoomCheck", "WebApi", "known_rooms"]
 
@@ -71,6 +74,12 @@ DEFAULT_NAME = "Guest"
 JOIN_RATE = RateSpec(capacity=30, refill_per_s=1)
 """Joins per invite (or per rejoining credential): a burst of 30, then one a second."""
 ROOM_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+InviteLookup = Callable[[str], Awaitable["InviteRecord | None"]]
+"""The stored invite with this id (the token's `jti`), for `/bridge invite` links."""
+REJOIN_MEMORY_S = CREDENTIAL_TTL_S + 60
+"""How long a participant id that was rejoined from is remembered (its credentials are dead
+by then)."""
 
 RoomCheck = Callable[[str], Awaitable[bool]]
 """Whether a room exists (is linked to a voice channel, or has members); operator invites
@@ -111,6 +120,7 @@ class WebApi:
         ice: IceServerSource,
         public_url: str,
         room_exists: RoomCheck,
+        invite_lookup: InviteLookup | None = None,
     ) -> None:
         self.signer = signer
         self.public_url = public_url.rstrip("/")
@@ -118,6 +128,9 @@ class WebApi:
         self.registry = ParticipantRegistry(directory, realtime, ice)
         self.invites = InviteLinks(signer, self.public_url)
         self._room_exists = room_exists
+        self._invite_lookup = invite_lookup
+        self._rejoined: dict[str, float] = {}
+        """Participant ids a credential rejoined from -> when to forget them (monotonic)."""
         self._events = RoomEventsSocket(self.registry, directory, signer)
         self._join_limits = KeyedBuckets(JOIN_RATE)
         self._stopped = False
@@ -130,6 +143,7 @@ class WebApi:
         directory: RoomDirectory,
         realtime: RealtimeClient,
         room_exists: RoomCheck,
+        invite_lookup: InviteLookup | None = None,
     ) -> WebApi:
         secret = settings.http.invite_secret
         if settings.turn.key_id is not None and settings.turn.api_token is not None:
@@ -150,6 +164,7 @@ class WebApi:
             ice=ice,
             public_url=settings.http.public_url,
             room_exists=room_exists,
+            invite_lookup=invite_lookup,
         )
 
     # -- wiring --------------------------------------------------------------------------------
@@ -313,11 +328,16 @@ class WebApi:
         token, credential = body.get("token"), body.get("credential")
         replaces: str | None = None
         if isinstance(credential, str) and token is None:
-            # Rejoin after a drop: a still-valid credential stands in for an expired invite.
+            # Rejoin after a drop: a still-valid credential stands in for an expired invite,
+            # once per participant (any of its credentials), so one cannot make two.
             held = self.signer.verify_credential(credential)
             granted_room, role, replaces = held.room, held.role, held.participant_id
             invite_id = held.invite_id or held.participant_id
             operator = held.operator
+            if self._spent(replaces):
+                raise WebError(401, "credential_spent", "this participant has rejoined already")
+            if self.registry.kicked(replaces):
+                raise WebError(403, "kicked", "a moderator removed you from this room")
         else:
             if not isinstance(token, str):
                 raise WebError(401, "token_invalid", 'send the invite token as {"token": ...}')
@@ -326,9 +346,12 @@ class WebApi:
             operator = invite.operator
         if granted_room != room:
             raise WebError(403, "wrong_room", "this invite is for another room")
-        # The operator may open rooms that exist only for the web; /bridge invites need a
-        # linked channel (or a room in use), so an unlinked room stops taking their joins.
-        if not _valid_room(room) or not (operator or await self._room_exists(room)):
+        if not _valid_room(room):
+            raise WebError(404, "room_not_found", f"room {room} does not exist")
+        cap = await self._invite_cap(invite_id, operator)
+        # The operator may open rooms that exist only for the web; a stored invite's room
+        # exists in the store; other invites need a linked channel (or a room in use).
+        if cap is None and not (operator or await self._room_exists(room)):
             raise WebError(
                 404, "room_not_found", f"room {room} does not exist (no channel is linked to it)"
             )
@@ -340,10 +363,28 @@ class WebApi:
                 "too many joins with this invite; wait a moment",
                 retry_after_s=wait_s,
             )
+        if cap is not None:
+            holding = [
+                p for p in self.registry.by_invite(invite_id) if p.participant_id != replaces
+            ]
+            if len(holding) >= cap:
+                raise WebError(
+                    409,
+                    "invite_full",
+                    f"{cap} people are in the room with this invite already; ask for your own",
+                )
+        if replaces is not None:
+            self._rejoined[replaces] = time.monotonic() + REJOIN_MEMORY_S
         if replaces is not None:
             await self.registry.remove(replaces, "rejoined")
         participant, grant = await self.registry.join(
-            room, role, name, CREDENTIAL_TTL_S, invite_id=invite_id, operator=operator
+            room,
+            role,
+            name,
+            CREDENTIAL_TTL_S,
+            invite_id=invite_id,
+            operator=operator,
+            replaces=replaces,
         )
         issued, held_credential = self.signer.issue_credential(
             participant.participant_id, room, role, invite_id=invite_id, operator=operator
@@ -360,6 +401,26 @@ class WebApi:
                 "iceServers": grant.to_json(),
             }
         )
+
+    def _spent(self, participant_id: str) -> bool:
+        now = time.monotonic()
+        for pid in [pid for pid, until in self._rejoined.items() if until <= now]:
+            del self._rejoined[pid]
+        return participant_id in self._rejoined
+
+    async def _invite_cap(self, invite_id: str, operator: bool) -> int | None:
+        """A stored invite's cap on participants, after checking it still holds; None for an
+        invite that is not stored (operator invites, or no store)."""
+        if operator or self._invite_lookup is None:
+            return None
+        record = await self._invite_lookup(invite_id)
+        if record is None:
+            raise WebError(401, "invite_unknown", "this invite is not known here (any more)")
+        if record.revoked:
+            raise WebError(401, "invite_revoked", "this invite has been revoked")
+        if not record.usable_at(datetime.now(UTC)):
+            raise WebError(401, "token_expired", "this invite has expired")
+        return record.max_participants
 
     async def _publish(self, request: web.Request) -> web.Response:
         participant = self._authenticate(request)
@@ -455,7 +516,8 @@ async def _json_body(request: web.Request) -> Mapping[str, Any]:
         raise WebError(413, "too_large", f"request bodies are at most {MAX_BODY_BYTES} bytes")
     try:
         value = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: nesting deeper than the decoder's stack (e.g. 90k `[`).
         raise WebError(400, "bad_json", "the body is not valid JSON") from None
     if not isinstance(value, dict):
         raise WebError(400, "bad_json", "the body must be a JSON object")

@@ -20,8 +20,11 @@ class WebError(Exception):
         message: str,
         *,
         retry_after_s: float | None = None,
+        close_connection: bool = False,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
+        self.close_connection = close_connection
+        """Drop the keep-alive connection after answering (refusals of floods)."""
         self.status = status
         self.code = code
         self.message = message
@@ -37,4 +40,7 @@ class WebError(Exception):
 
 
 def error_response(error: WebError) -> web.Response:
-    return web.json_response(error.to_json(), status=error.status, headers=error.headers())
+    response = web.json_response(error.to_json(), status=error.status, headers=error.headers())
+    if error.close_connection:
+        response.force_close()
+    return response

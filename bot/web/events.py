@@ -4,17 +4,20 @@ Protocol (JSON text frames):
 
 - page → service, first and within `AUTH_TIMEOUT_S`: `{"type": "auth", "credential": "..."}`
   (the credential travels in a message, not the URL, so it is in no access log);
-- service → page: `{"type": "snapshot", "you": id, "members": [member...]}`, then the room's
-  changes in order: `member_joined {member}`, `member_left {memberId}`,
-  `track_published {memberId, track}`, `track_removed {memberId, track}`,
-  `speaking {memberId, trackName, speaking}`; `pong` to each `ping`; `error {error}`;
+- service → page: `{"type": "snapshot", "you": id, "members": [member...], "muted": [id...]}`
+  (`muted`: web participants a moderator muted), then the room's changes in order:
+  `member_joined {member}`, `member_left {memberId}`, `track_published {memberId, track}`,
+  `track_removed {memberId, track}`, `speaking {memberId, trackName, speaking}`,
+  `moderation {memberId, muted}`; `pong` to each `ping`; `error {error}`;
 - page → service: `{"type": "speaking", "speaking": bool}`, `{"type": "ping"}`.
 
 A member is `{"id", "kind", "name", "tracks": [{"sessionId", "trackName", "name"}],
 "speaking": [trackName...]}`. Discord user ids are not sent.
 
-Close codes: 4401 bad or missing credential, 4404 participant removed, 4408 no auth in
-time, 4409 replaced by a newer socket of the same participant, 4429 flooding, 1001 shutdown.
+Close codes: 4100 unmuted by a moderator (reconnect to publish again), 4401 bad or missing
+credential, 4403 removed by a moderator (do not rejoin), 4404 participant removed, 4408 no
+auth in time, 4409 replaced by a newer socket of the same participant, 4429 flooding, 1001
+shutdown.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from media.rooms import (
     TrackRemoved,
 )
 
+from .errors import WebError
 from .participants import Participant, ParticipantRegistry
 from .tokens import TokenError, TokenSigner
 
@@ -47,7 +51,15 @@ __all__ = ["RoomEventsSocket", "event_json", "member_json"]
 
 logger = logging.getLogger(__name__)
 
-AUTH_TIMEOUT_S = 10.0
+AUTH_TIMEOUT_S = 3.0
+"""A page sends its auth message right after opening; an unauthenticated socket holds a
+file descriptor, so it gets little time."""
+CLOSE_TIMEOUT_S = 2.0
+"""How long a close waits for the peer's close frame (aiohttp's default is 10 s)."""
+MAX_PENDING_SOCKETS = 64
+"""Sockets not yet authenticated, in all: more are refused (503) before the upgrade."""
+MAX_PENDING_PER_PARTICIPANT = 2
+"""Sockets not yet authenticated for one participant id: more are refused (429)."""
 HEARTBEAT_S = 20.0
 MAX_MESSAGE_BYTES = 4096
 MAX_REFUSED_MESSAGES = 50
@@ -105,44 +117,99 @@ class RoomEventsSocket:
         self._registry = registry
         self._directory = directory
         self._signer = signer
+        self._pending: dict[str, int] = {}
+        """Participant id -> its sockets upgraded but not yet authenticated."""
+
+    @property
+    def pending(self) -> int:
+        return sum(self._pending.values())
 
     async def serve(self, request: web.Request, participant: Participant) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES)
-        await ws.prepare(request)
-        if not await self._authenticate(ws, participant):
+        pid = participant.participant_id
+        if self.pending >= MAX_PENDING_SOCKETS:
+            raise WebError(
+                503,
+                "busy",
+                "too many connections are opening; try again shortly",
+                close_connection=True,
+            )
+        if self._pending.get(pid, 0) >= MAX_PENDING_PER_PARTICIPANT:
+            raise WebError(
+                429,
+                "rate_limited",
+                "this participant is already connecting",
+                close_connection=True,
+            )
+        self._pending[pid] = self._pending.get(pid, 0) + 1
+        try:
+            ws = web.WebSocketResponse(
+                heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES, timeout=CLOSE_TIMEOUT_S
+            )
+            await ws.prepare(request)
+            authenticated = await self._authenticate(ws, participant)
+        finally:
+            self._pending[pid] -= 1
+            if not self._pending[pid]:
+                del self._pending[pid]
+        if not authenticated:
             return ws
         previous = self._registry.socket_opened(participant, ws)
         if previous is not None:
             await previous.close(code=4409, message=b"replaced by a newer connection")
         try:
-            async with self._directory.events(participant.room) as stream:
-                members = await self._directory.members(participant.room)
-                await ws.send_json(
-                    {
-                        "type": "snapshot",
-                        "you": participant.participant_id,
-                        "members": [member_json(m) for m in members],
-                    }
-                )
-                forward = asyncio.create_task(
-                    self._forward(stream, ws), name=f"web-events-{participant.participant_id}"
-                )
-                try:
-                    await self._receive(ws, participant)
-                finally:
-                    forward.cancel()
-                    await asyncio.gather(forward, return_exceptions=True)
+            await self._serve_events(ws, participant)
+        except ConnectionError as exc:
+            logger.info(
+                "events socket broke participant=%s error=%s",
+                participant.participant_id,
+                type(exc).__name__,
+            )
         finally:
             await self._registry.socket_closed(participant, ws)
             if not ws.closed:
                 await ws.close()
         return ws
 
+    async def _serve_events(self, ws: web.WebSocketResponse, participant: Participant) -> None:
+        async with self._directory.events(participant.room) as stream:
+            members = await self._directory.members(participant.room)
+            await ws.send_json(
+                {
+                    "type": "snapshot",
+                    "you": participant.participant_id,
+                    "members": [member_json(m) for m in members],
+                    "muted": self._registry.muted_in(participant.room),
+                }
+            )
+            forward = asyncio.create_task(
+                self._forward(stream, ws), name=f"web-events-{participant.participant_id}"
+            )
+            try:
+                await self._receive(ws, participant)
+            finally:
+                forward.cancel()
+                await asyncio.gather(forward, return_exceptions=True)
+
     async def _authenticate(self, ws: web.WebSocketResponse, participant: Participant) -> bool:
+        """Whether the first message authenticates the socket; otherwise it is closed. A
+        socket that closes (or breaks) first just ends: a page going away is no error."""
+        try:
+            return await self._check_auth(ws, participant)
+        except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
+            logger.info(
+                "events socket gone before auth participant=%s error=%s",
+                participant.participant_id,
+                type(exc).__name__,
+            )
+            return False
+
+    async def _check_auth(self, ws: web.WebSocketResponse, participant: Participant) -> bool:
         try:
             message = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT_S)
         except TimeoutError:
             await ws.close(code=4408, message=b"no auth message in time")
+            return False
+        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return False
         body = _parse(message.data) if message.type is WSMsgType.TEXT else None
         credential = body.get("credential") if body and body.get("type") == "auth" else None
@@ -203,6 +270,6 @@ class RoomEventsSocket:
 def _parse(data: Any) -> dict[str, Any] | None:
     try:
         value = json.loads(data)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

@@ -8,9 +8,15 @@ body of its join request.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .tokens import Invite, Role, TokenSigner
+
+if TYPE_CHECKING:  # bot.store imports bot.config, which imports this package
+    from ..store import InviteRecord
 
 __all__ = ["INVITE_TTLS", "InviteLink", "InviteLinks"]
 
@@ -43,3 +49,16 @@ class InviteLinks:
             room, role, ttl_s, guild_id=guild_id, created_by=created_by, operator=operator
         )
         return InviteLink(f"{self.public_url}/r/{room}#t={token}", invite)
+
+    def for_record(self, record: InviteRecord) -> InviteLink:
+        """The link of a stored invite (`/bridge invite`): its id is the token's `jti`."""
+        ttl_s = math.ceil((record.expires_at - datetime.now(UTC)).total_seconds())
+        token, invite = self._signer.issue_invite(
+            record.room,
+            Role(record.role),
+            max(1, ttl_s),
+            guild_id=record.guild_id,
+            created_by=record.created_by,
+            jti=record.id,
+        )
+        return InviteLink(f"{self.public_url}/r/{record.room}#t={token}", invite)

@@ -144,6 +144,8 @@ class Participant:
     operator: bool = False
     """Joined with an operator's invite: its room need not be linked to a voice channel."""
     state: ParticipantState = ParticipantState.JOINED
+    muted: bool = False
+    """Muted by a moderator: its microphone is not forwarded and it may not publish."""
     negotiation: Negotiation = Negotiation.STABLE
     published: PublishedTrack | None = None
     pulled: dict[str, TrackLocator] = field(default_factory=dict)
@@ -192,6 +194,12 @@ class ParticipantRegistry:
         self._participants: dict[str, Participant] = {}
         self._changed = asyncio.Event()
         self._expiry: asyncio.Task[None] | None = None
+        self._muted_ids: set[str] = set()
+        """Participants a moderator muted: a rejoin from one of them stays muted."""
+        self._kicked_ids: set[str] = set()
+        """Participants a moderator removed: their credentials may not rejoin."""
+        self._banned_names: dict[str, set[str]] = {}
+        """Room -> display names (casefolded) a moderator banned, for this process's life."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -215,14 +223,20 @@ class ParticipantRegistry:
         while True:
             self._changed.clear()
             now = self._clock()
-            for participant in list(self._participants.values()):
-                if participant.deadline() <= now:
-                    why = (
+            due = [p for p in self._participants.values() if p.deadline() <= now]
+            # Together: one slow cleanup must not hold the others in the room.
+            await asyncio.gather(
+                *(
+                    self.remove(
+                        p.participant_id,
                         "no events socket"
-                        if participant.state is ParticipantState.JOINED
-                        else "credential expired"
+                        if p.state is ParticipantState.JOINED
+                        else "credential expired",
                     )
-                    await self.remove(participant.participant_id, why)
+                    for p in due
+                ),
+                return_exceptions=True,
+            )
             deadlines = [p.deadline() for p in self._participants.values()]
             timeout = max(0.0, min(deadlines) - self._clock()) if deadlines else None
             with contextlib.suppress(TimeoutError):
@@ -242,6 +256,18 @@ class ParticipantRegistry:
     def in_room(self, room: str) -> list[Participant]:
         return [p for p in self._participants.values() if p.room == room]
 
+    def by_invite(self, invite_id: str) -> list[Participant]:
+        """The participants that joined (or rejoined) through invite `invite_id`."""
+        return [p for p in self._participants.values() if p.invite_id == invite_id]
+
+    async def remove_invite(self, invite_id: str, reason: str) -> int:
+        """Remove everyone in through `invite_id` (it was revoked); how many were removed."""
+        leaving = self.by_invite(invite_id)
+        await asyncio.gather(
+            *(self.remove(p.participant_id, reason) for p in leaving), return_exceptions=True
+        )
+        return len(leaving)
+
     async def join(
         self,
         room: str,
@@ -251,7 +277,10 @@ class ParticipantRegistry:
         *,
         invite_id: str = "",
         operator: bool = False,
+        replaces: str | None = None,
     ) -> tuple[Participant, IceGrant]:
+        if self.banned(room, display_name):
+            raise WebError(403, "banned", "a moderator has banned this name from the room")
         if len(self.in_room(room)) >= MAX_PARTICIPANTS_PER_ROOM:
             raise WebError(
                 409,
@@ -275,7 +304,10 @@ class ParticipantRegistry:
             turn_granted_at=now,
             invite_id=invite_id,
             operator=operator,
+            muted=replaces is not None and replaces in self._muted_ids,
         )
+        if participant.muted:
+            self._muted_ids.add(participant.participant_id)
         if grant.turn_username:
             participant.turn_usernames.append(grant.turn_username)
         self._participants[participant.participant_id] = participant
@@ -349,6 +381,75 @@ class ParticipantRegistry:
         except TimeoutError:
             logger.warning("participant cleanup timed out participant=%s", participant_id)
 
+    # -- moderation ------------------------------------------------------------------------------
+
+    def kicked(self, participant_id: str) -> bool:
+        return participant_id in self._kicked_ids
+
+    def banned(self, room: str, display_name: str) -> bool:
+        return display_name.casefold() in self._banned_names.get(room, set())
+
+    async def ban_name(self, room: str, display_name: str, by: str) -> int:
+        """Refuse `display_name` in `room` from now on and remove who uses it; how many went."""
+        self._banned_names.setdefault(room, set()).add(display_name.casefold())
+        leaving = [p for p in self.in_room(room) if self.banned(room, p.display_name)]
+        self._kicked_ids.update(p.participant_id for p in leaving)
+        await asyncio.gather(
+            *(self.remove(p.participant_id, f"banned by {by}", close_code=4403) for p in leaving),
+            return_exceptions=True,
+        )
+        return len(leaving)
+
+    async def kick(self, participant_id: str, by: str) -> bool:
+        """Remove a participant for good: its page is told (4403) and does not rejoin."""
+        if participant_id not in self._participants:
+            return False
+        self._kicked_ids.add(participant_id)
+        await self.remove(participant_id, f"kicked by {by}", close_code=4403)
+        return True
+
+    def muted_in(self, room: str) -> list[str]:
+        return sorted(p.participant_id for p in self.in_room(room) if p.muted)
+
+    async def set_muted(self, participant: Participant, muted: bool, by: str) -> None:
+        """Mute (its microphone stops being forwarded, now and after rejoins) or unmute; every
+        page in the room is told."""
+        async with participant.lock:
+            if participant.muted == muted:
+                return
+            participant.muted = muted
+            published = participant.published  # None when unmuting: a muted one cannot publish
+            participant.published = None
+            if muted:
+                self._muted_ids.add(participant.participant_id)
+            else:
+                self._muted_ids.discard(participant.participant_id)
+            logger.info(
+                "participant %s participant=%s room=%s by=%s",
+                "muted" if muted else "unmuted",
+                participant.participant_id,
+                participant.room,
+                by,
+            )
+            if published is not None:
+                await self._directory.unpublish(
+                    participant.room, participant.participant_id, published.track
+                )
+                await self._force_close(participant, [published.mid])
+        await self.notify_room(
+            participant.room,
+            {"type": "moderation", "memberId": participant.participant_id, "muted": muted},
+        )
+        if not muted and participant.socket is not None:
+            # The page publishes its microphone when it (re)connects.
+            await participant.socket.close(code=4100, message=b"unmuted: reconnect")
+
+    async def notify_room(self, room: str, message: dict[str, object]) -> None:
+        sockets = [p.socket for p in self.in_room(room) if p.socket and not p.socket.closed]
+        for socket in sockets:
+            with contextlib.suppress(ConnectionError):
+                await socket.send_json(message)
+
     async def _force_close(self, participant: Participant, mids: Sequence[str]) -> None:
         """Stop Realtime forwarding for `mids` without SDP (the page is gone or going)."""
         if not mids:
@@ -370,6 +471,8 @@ class ParticipantRegistry:
         """Push the page's microphone (the m-line `mid` of `offer`); returns the SFU's answer."""
         if not participant.role.can_publish:
             raise WebError(403, "listener_cannot_publish", "this invite is for listening only")
+        if participant.muted:
+            raise WebError(403, "muted_by_moderator", "a moderator has muted you in this room")
         if not offer.sending_audio(mid):
             raise WebError(
                 400, "bad_sdp", f"mid {mid!r} is not a sending audio m-line of the offer"

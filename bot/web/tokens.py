@@ -3,8 +3,9 @@
 Two kinds of token, told apart by their audience so one can never stand in for the other:
 
 - an **invite** (`aud` = `switchboard:invite`) is what `/bridge invite` puts in a link: one
-  room, one role, an expiry (at most `MAX_INVITE_TTL_S`), a `jti` for the logs. Anyone holding
-  it may join that room until it expires.
+  room, one role, an expiry (at most `MAX_INVITE_TTL_S`), a `jti`. For `/bridge invite` the
+  `jti` is the id of the invite stored with its cap and revocation (`bot.store`), which a
+  join checks too; an operator's invite (`op`) is not stored.
 - a **participant credential** (`aud` = `switchboard:participant`) is what joining returns:
   short-lived (`CREDENTIAL_TTL_S`), bound to one participant id (`sub`), refreshed by the page
   while it stays in the room.
@@ -140,7 +141,10 @@ class TokenSigner:
         guild_id: int | str | None = None,
         created_by: int | str | None = None,
         operator: bool = False,
+        jti: str | None = None,
     ) -> tuple[str, Invite]:
+        """Sign an invite; `jti` is the stored invite's id when there is one (a random id
+        otherwise, for operator invites that are not stored)."""
         if not 0 < ttl_s <= MAX_INVITE_TTL_S:
             raise ValueError(f"invite ttl_s must be within 1..{MAX_INVITE_TTL_S}")
         now = int(self._clock())
@@ -149,7 +153,7 @@ class TokenSigner:
             role=Role(role),
             expires_at=now + int(ttl_s),
             issued_at=now,
-            jti=uuid.uuid4().hex,
+            jti=jti or uuid.uuid4().hex,
             guild_id=None if guild_id is None else str(guild_id),
             created_by=None if created_by is None else str(created_by),
             operator=operator,

@@ -7,15 +7,55 @@ Cloudflare; messages a publisher sends are relayed to every subscriber's channel
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc import RTCDataChannel
 
 from .errors import ItemError
 
-__all__ = ["ChannelPublication", "ChannelResult", "ChannelStatus"]
+__all__ = [
+    "MAX_CHANNELS_PER_REQUEST",
+    "MAX_CHANNELS_PER_SESSION",
+    "ChannelIds",
+    "ChannelPublication",
+    "ChannelResult",
+    "ChannelStatus",
+]
 
 logger = logging.getLogger(__name__)
+
+MAX_CHANNELS_PER_REQUEST = 64
+MAX_CHANNELS_PER_SESSION = 256
+"""Open channels the SFU keeps for one session (each costs an SCTP stream and a relay)."""
+MAX_STREAM_ID = 65534
+"""SCTP stream ids are 16 bits; 65535 is reserved (RFC 8831)."""
+
+
+class ChannelIdsExhausted(Exception):
+    """No SCTP stream id of the SFU's parity is left on this session."""
+
+
+class ChannelIds:
+    """The SCTP stream ids the SFU gives its channels on one session.
+
+    RFC 8832: in-band channels take even ids on the DTLS client and odd ones on the server;
+    the SFU allocates from its own parity, so it keeps clear of the client's channels. A
+    running next id makes each allocation O(1) (ids are not reused after a close).
+    """
+
+    def __init__(self) -> None:
+        self._next: int | None = None
+
+    def allocate(self, dtls_role: str, taken: Callable[[int], bool]) -> int:
+        parity = 0 if dtls_role == "client" else 1
+        candidate = self._next if self._next is not None and self._next % 2 == parity else parity
+        while taken(candidate):
+            candidate += 2
+        if candidate > MAX_STREAM_ID:
+            raise ChannelIdsExhausted("no datachannel id is left on this session")
+        self._next = candidate + 2
+        return candidate
 
 
 @dataclass(frozen=True, slots=True)

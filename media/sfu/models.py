@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .datachannels import MAX_CHANNELS_PER_REQUEST
 from .errors import ApiError
 
 __all__ = [
@@ -306,6 +307,10 @@ def datachannels_request(body: dict[str, Any]) -> DataChannelsRequest:
     items = _items(body, "dataChannels")
     if not items:
         raise ApiError.invalid_params("dataChannels must list at least one channel")
+    if len(items) > MAX_CHANNELS_PER_REQUEST:
+        raise ApiError.invalid_params(
+            f"dataChannels may list at most {MAX_CHANNELS_PER_REQUEST} channels per request"
+        )
     channels = []
     for index, item in enumerate(items):
         where = f"dataChannels[{index}]"

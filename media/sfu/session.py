@@ -50,7 +50,15 @@ from ..sdp_shaping import (
     shape_offer,
 )
 from . import sdp
-from .datachannels import ChannelPublication, ChannelResult, ChannelStatus, channel_status
+from .datachannels import (
+    MAX_CHANNELS_PER_SESSION,
+    ChannelIds,
+    ChannelIdsExhausted,
+    ChannelPublication,
+    ChannelResult,
+    ChannelStatus,
+    channel_status,
+)
 from .errors import NOT_FOUND_TRACK_ERROR, ApiError, ItemError
 from .forwarder import ExtensionIds, Publication, Subscription
 from .models import DataChannelItem, SessionDescription, TrackItem
@@ -170,6 +178,7 @@ class SfuSession:
         self._published: dict[str, Publication] = {}  # by mid
         self._pulled: dict[str, _Pulled] = {}  # by mid
         self._pending: _Negotiation | None = None
+        self._channel_ids = ChannelIds()
         self._tapped: weakref.WeakSet[object] = weakref.WeakSet()
         self._ended_tracks: list[TrackStatus] = []
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -654,9 +663,22 @@ class SfuSession:
             raise ApiError.invalid_params(
                 "closing tracks needs the client's offer in sessionDescription, or force: true"
             )
-        await self._require_connected()
+        if not force:  # a forced close exchanges no SDP: the connection may be gone for good
+            await self._require_connected()
+        pending = self._pending.pulls if self._pending else []
+        negotiating = {p.mid: p for p in pending if p.mid in mids}
+        if negotiating and not force:
+            raise ApiError.invalid_params(
+                "a track in mids is still being negotiated: answer the SFU's offer first"
+            )
         results = []
         for mid in mids:
+            cancelled = negotiating.get(mid)
+            if cancelled is not None:  # forced: cancelled, so it never becomes active
+                pending.remove(cancelled)
+                cancelled.subscription.close()
+                results.append(TrackResult(cancelled.subscription.publication.track_name, mid))
+                continue
             publication = self._published.get(mid)
             pulled = self._pulled.pop(mid, None)
             if publication is not None and publication.state.value == "active":
@@ -728,22 +750,25 @@ class SfuSession:
         return result, answer or offer, offer is not None
 
     def _allocate_channel_id(self) -> int:
-        # RFC 8832: in-band channels take even ids on the DTLS client and odd ones on the
-        # server. Allocating from the SFU's own parity keeps clear of the client's channels;
-        # before the role is settled the SFU is the offerer, and answerers pick DTLS client.
+        # Before the DTLS role is settled the SFU is the offerer, and answerers pick client.
         assert self.pc.sctp is not None
-        role = dtls_role(self.pc.sctp)
-        channel_id = 0 if role == "client" else 1
-        taken = set(self._channels) | data_channel_ids(self.pc.sctp)
-        while channel_id in taken:
-            channel_id += 2
-        return channel_id
+        sctp = self.pc.sctp
+        try:
+            return self._channel_ids.allocate(
+                dtls_role(sctp), lambda i: i in self._channels or i in data_channel_ids(sctp)
+            )
+        except ChannelIdsExhausted as exc:
+            raise ApiError.invalid_params(str(exc)) from None
 
     async def new_datachannels(self, items: Sequence[DataChannelItem]) -> list[ChannelResult]:
         await self._require_connected()
         if self.pc.sctp is None:
             raise ApiError.invalid_params(
                 "no datachannel transport: call datachannels/establish with an offer first"
+            )
+        if len(self._channels) + len(items) > MAX_CHANNELS_PER_SESSION:
+            raise ApiError.invalid_params(
+                f"a session keeps at most {MAX_CHANNELS_PER_SESSION} datachannels; close some first"
             )
         results = []
         for item in items:

@@ -407,6 +407,49 @@ async def test_refused_microphone_is_explained_and_listening_still_works(
         await page.screenshot(path=str(tmp_path / "room-listener.png"), full_page=True)
 
 
+@pytest.mark.timeout(120)
+async def test_moderator_mute_unmute_and_kick_a_browser_participant(
+    stack: Stack, tmp_path: Path
+) -> None:
+    async with chromium(tmp_path) as context:
+        room = RoomPage(context.pages[0] if context.pages else await context.new_page())
+        page = room.page
+        await room.open(stack.room_url())
+        await page.get_by_label("Your name").fill("Loud Tester")
+        await page.get_by_text("Audio settings").click()
+        await page.get_by_label("Echo cancellation and noise suppression").uncheck()
+        await page.get_by_role("button", name="Join with microphone").click()
+        await room.until_status("Connected")
+        [web_id] = await stack.web_members()
+        await until(lambda: _published(stack, web_id), what="the page's microphone in the room")
+        beep = await stack.hears_beep()
+
+        # Muted by a moderator: the service stops forwarding it, whatever the page does.
+        participant = stack.web.registry.get(web_id)
+        await stack.web.registry.set_muted(participant, True, "moderator")
+        await page.get_by_role("alert").get_by_text("A moderator has muted you").wait_for()
+        await page.locator(".person", has_text="Muted by a moderator").wait_for()
+        await asyncio.sleep(0.5)
+        muted = await stack.beep_level(3.0)
+        print(f"beep while muted by a moderator: {muted:.1f} dB (before {beep:.1f} dB)")
+        assert muted < beep - 20 and muted <= BEEP_PRESENT_DB, (muted, beep)
+
+        # Unmuted: the page reconnects and publishes again by itself.
+        await stack.web.registry.set_muted(participant, False, "moderator")
+        await until(lambda: _rejoined(stack, web_id), timeout_s=20, what="a new participant")
+        await room.until_status("Connected")
+        [new_id] = await stack.web_members()
+        await until(lambda: _published(stack, new_id), what="the microphone again")
+        await stack.hears_beep()
+
+        # Kicked: the page says so and does not come back.
+        assert await stack.web.registry.kick(new_id, "moderator")
+        await page.locator("#ended").get_by_text("A moderator removed you").wait_for(timeout=10_000)
+        await asyncio.sleep(1.0)
+        assert await stack.web_members() == []
+        assert not [line for line in room.console if line.startswith("pageerror")], room.console
+
+
 async def _later(value: float, than: float) -> bool:
     return value > than
 

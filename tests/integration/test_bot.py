@@ -129,6 +129,38 @@ async def test_join_explains_what_to_do(world):
     assert fake.interactions.violations == []
 
 
+async def test_join_and_leave_keep_errors_private_and_announce_success(world):
+    fake, guild, text, lounge, stage, _, alice, config = world
+    bob = fake.add_member(guild, "bob")
+    async with running(fake, config) as service:
+        await service.store.link(guild.id, lounge.id, "lobby", "manual", "test")
+        await service.store.link(guild.id, stage.id, "backstage", "manual", "test")
+        await fake.user_joins_voice(guild, alice, lounge)
+        joined = await fake.send_interaction(guild, text, alice, "join")
+        deferral = await joined.response()
+        assert deferral.deferred and deferral.ephemeral
+        assert "into room **lobby**" in await joined.final_text(timeout=20)
+        said = [r for r in joined.replies if r.text()]
+        assert len(said) == 1 and not said[0].ephemeral, "success is announced to the channel"
+
+        await fake.user_joins_voice(guild, bob, stage)
+        busy = await fake.send_interaction(guild, text, bob, "join")
+        assert "already bridging" in await busy.final_text()
+        assert all(r.ephemeral for r in busy.replies), "an error reply must stay private"
+
+        refused = await fake.send_interaction(guild, text, bob, "leave")
+        assert "Only people in" in await refused.final_text()
+        assert all(r.ephemeral for r in refused.replies)
+        assert service.bridges.active(guild.id) is not None
+
+        left = await fake.send_interaction(guild, text, alice, "leave")
+        assert "Left" in await left.final_text(timeout=20)
+        assert (await left.response()).ephemeral
+        assert not next(r for r in left.replies if r.text()).ephemeral
+        assert service.bridges.active(guild.id) is None
+    assert fake.interactions.violations == []
+
+
 async def test_non_admin_cannot_link_and_bad_room_is_explained(world):
     fake, guild, text, lounge, _, admin, alice, config = world
     async with running(fake, config) as service:

@@ -231,6 +231,51 @@ async def test_slash_commands_sync_and_interactions_are_recorded() -> None:
         assert fake.rest.unhandled == []
 
 
+async def test_first_followup_after_a_deferral_has_the_deferrals_visibility() -> None:
+    """Discord's rule: the first follow-up fills in the "thinking" message, so a public
+    deferral makes an ephemeral error public, and an ephemeral deferral keeps a public
+    reply private. Later follow-ups are new messages with their own flags."""
+    async with FakeDiscord() as fake:
+        guild = fake.add_guild("Test")
+        text = guild.add_text_channel("general")
+        alice = fake.add_member(guild, "alice")
+
+        def setup(client: discord.Client) -> None:
+            tree = app_commands.CommandTree(client)
+
+            @tree.command(name="loud", description="Defers publicly")
+            async def loud(interaction: discord.Interaction) -> None:
+                await interaction.response.defer(thinking=True)
+                await interaction.followup.send("secret error", ephemeral=True)
+                await interaction.followup.send("second, private", ephemeral=True)
+
+            @tree.command(name="quiet", description="Defers ephemerally")
+            async def quiet(interaction: discord.Interaction) -> None:
+                await interaction.response.defer(thinking=True, ephemeral=True)
+                await interaction.followup.send("meant for all", ephemeral=False)
+                await interaction.followup.send("for all indeed", ephemeral=False)
+
+            tree.copy_global_to(guild=discord.Object(guild.id))
+            client.tree = tree  # type: ignore[attr-defined]
+
+        async with logged_in(fake, setup=setup) as client:
+            await client.tree.sync(guild=discord.Object(guild.id))  # type: ignore[attr-defined]
+            loud = await fake.send_interaction(guild, text, alice, "loud")
+            assert not (await loud.response()).ephemeral
+            first, second = [await loud.next_reply() for _ in range(3)][1:]
+            assert first.kind is ReplyKind.FOLLOWUP and first.requested_ephemeral
+            assert not first.ephemeral, "the first follow-up must take the public deferral's look"
+            assert first.message_id == loud.original_id
+            assert second.ephemeral and second.message_id != loud.original_id
+
+            quiet = await fake.send_interaction(guild, text, alice, "quiet")
+            assert (await quiet.response()).ephemeral
+            first, second = [await quiet.next_reply() for _ in range(3)][1:]
+            assert first.ephemeral and not first.requested_ephemeral
+            assert not second.ephemeral
+        assert fake.interactions.violations == []
+
+
 # -- voice -----------------------------------------------------------------------------------
 
 

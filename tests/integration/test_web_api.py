@@ -933,10 +933,7 @@ async def test_bridge_invite_gives_admins_a_working_link(tmp_path) -> None:
                 guild, text, admin, "bridge", {"room": "lobby"}, subcommand="invite"
             )
             said = await unlinked.final_text()
-            assert (
-                "No voice channel of this server is linked to room **lobby**" in said
-                and "/bridge link" in said
-            )
+            assert "There is no room **lobby** yet" in said and "/bridge link" in said
             bad = await fake.send_interaction(
                 guild, text, admin, "bridge", {"room": "Lobby!"}, subcommand="invite"
             )
@@ -953,12 +950,17 @@ async def test_bridge_invite_gives_admins_a_working_link(tmp_path) -> None:
             )
             reply = await made.response()
             assert reply.ephemeral
-            said = await made.final_text()
+            [embed] = reply.embeds
+            url = embed["url"]
+            [[button]] = [row["components"] for row in reply.data["components"]]
+            assert button["url"] == url and button["style"] == 5  # a link button
             prefix = f"{service.settings.http.public_url}/r/lobby#t="
-            [url] = [word for word in said.split() if word.startswith(prefix)]
+            assert url.startswith(prefix)
             invite = service.web.signer.verify_invite(url[len(prefix) :])
             assert (invite.room, invite.role) == ("lobby", Role.LISTENER)
             assert invite.guild_id == str(guild.id) and invite.created_by == str(admin.user.id)
+            stored = await service.store.get_invite(invite.jti)
+            assert stored is not None and stored.role == "listener" and stored.max_participants == 5
             assert 3590 <= invite.expires_at - time.time() <= 3600
 
             # The service serves the page and the API on its one HTTP server, no Discord needed

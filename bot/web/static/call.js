@@ -31,7 +31,14 @@ const FATAL = new Map([
   ["room_not_found", "This room does not exist any more."],
   ["room_full", "This room is full right now. Try again later."],
   ["listener_cannot_publish", "This invite is for listening only."],
+  ["invite_revoked", "This invite link has been revoked. Ask for a new one."],
+  ["invite_unknown", "This invite link is not valid any more. Ask for a new one."],
+  ["invite_full", "Too many people are in with this invite link. Ask for your own."],
+  ["kicked", "A moderator removed you from this room."],
+  ["banned", "A moderator has banned this name from the room."],
 ]);
+const CLOSE_REMOVED_BY_MODERATOR = 4403;
+const MUTED_BY_MODERATOR = "muted_by_moderator";
 
 export function trackKey(track) {
   return `${track.sessionId}/${track.trackName}`;
@@ -173,7 +180,14 @@ export class Call extends EventTarget {
     this.pc.onconnectionstatechange = () => this.onConnectionState(generation);
     // The microphone first: its m-line is then the BUNDLE tag, and it is never closed.
     if (this.micTrack && this.role === "speaker") {
-      await this.enqueue((ctx) => this.publish(ctx), generation, { rethrow: true });
+      try {
+        await this.enqueue((ctx) => this.publish(ctx), generation, { rethrow: true });
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.code !== MUTED_BY_MODERATOR) throw err;
+        // Muted by a moderator (kept across rejoins): listen until unmuted.
+        await this.pc.setLocalDescription({ type: "rollback" });
+        this.emit("problem", { message: "A moderator has muted you; you can still listen." });
+      }
     }
     await this.openSocket(generation);
     this.scheduleRefresh(joined.credentialTtl, generation);
@@ -345,7 +359,12 @@ export class Call extends EventTarget {
           reject(new Error(`events socket closed (${event.code})`));
           return;
         }
-        if (generation === this.generation) this.reconnect(`events socket closed (${event.code})`);
+        if (generation !== this.generation) return;
+        if (event.code === CLOSE_REMOVED_BY_MODERATOR) {
+          this.fail(FATAL.get("kicked"));
+          return;
+        }
+        this.reconnect(`events socket closed (${event.code})`);
       };
       this.pingTimer = setInterval(() => {
         if (ws.readyState !== WebSocket.OPEN) return;
@@ -362,10 +381,19 @@ export class Call extends EventTarget {
 
   // -- the room ----------------------------------------------------------------------------
 
-  applySnapshot({ members }) {
+  applySnapshot({ members, muted }) {
     this.members.clear();
     for (const member of members) this.addMember(member);
+    for (const id of muted || []) this.setModeratorMuted(id, true);
     this.emit("members");
+  }
+
+  setModeratorMuted(memberId, muted) {
+    const member = this.members.get(memberId);
+    if (member) member.moderatorMuted = muted;
+    if (memberId === this.me && muted) {
+      this.emit("problem", { message: "A moderator has muted you; you can still listen." });
+    }
   }
 
   addMember(member) {
@@ -375,6 +403,7 @@ export class Call extends EventTarget {
       name: member.name,
       tracks: new Map(),
       speaking: new Set(member.speaking),
+      moderatorMuted: false,
     };
     this.members.set(member.id, entry);
     for (const track of member.tracks) this.addTrack(entry, track);
@@ -410,6 +439,9 @@ export class Call extends EventTarget {
         this.release(key);
         break;
       }
+      case "moderation":
+        this.setModeratorMuted(event.memberId, event.muted);
+        break;
       case "speaking": {
         const member = this.members.get(event.memberId);
         if (!member) return;

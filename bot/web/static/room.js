@@ -179,6 +179,9 @@ class RoomPage {
       wrong_room: "This invite link is for another room.",
       room_not_found: "This room does not exist (no voice channel is linked to it).",
       room_full: "This room is full right now. Try again later.",
+      invite_revoked: "This invite link has been revoked. Ask for a new one.",
+      invite_full: "Too many people are in with this invite link. Ask for your own.",
+      banned: "A moderator has banned this name from the room.",
       rate_limited: "Too many attempts. Wait a moment and try again.",
       network: "Cannot reach the server. Check your connection and try again.",
     };

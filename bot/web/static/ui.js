@@ -194,7 +194,8 @@ export class RoomView {
     node.head.hidden = web; // a web member is one person: its row says it all
     const rows = [];
     if (member.tracks.size === 0) {
-      const text = web ? "Listening" : "No one has spoken yet";
+      const listening = member.moderatorMuted ? "Muted by a moderator" : "Listening";
+      const text = web ? listening : "No one has spoken yet";
       rows.push({ key: "-", name: web ? member.name : text, placeholder: !web, note: web ? text : "" });
     }
     for (const [key, track] of member.tracks) {

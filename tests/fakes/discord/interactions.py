@@ -3,6 +3,11 @@
 Discord's rules are enforced and breaches recorded in `InteractionRegistry.violations`
 (answered as Discord answers them): one initial response only (400, code 40060), within the
 acknowledgement deadline (404, code 10062), follow-ups and edits only after it (404, 10015).
+
+Visibility follows Discord too: the first follow-up after a deferral does not make a new
+message, it fills in the deferral's "thinking…" message and so keeps the deferral's
+visibility whatever flags it sends (a public deferral makes an "ephemeral" error public).
+`InteractionReply.ephemeral` is what users saw, `requested_ephemeral` what the bot asked for.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ __all__ = ["InteractionHandle", "InteractionRegistry", "InteractionReply", "Repl
 
 _log = logging.getLogger(__name__)
 
-APPLICATION_COMMAND = 2
+APPLICATION_COMMAND, APPLICATION_COMMAND_AUTOCOMPLETE = 2, 4
 GUILD_CONTEXT = 0
-CALLBACK_MESSAGE, CALLBACK_DEFERRED_MESSAGE = 4, 5
+CALLBACK_MESSAGE, CALLBACK_DEFERRED_MESSAGE, CALLBACK_AUTOCOMPLETE_RESULT = 4, 5, 8
 MESSAGE_TYPE_CHAT_INPUT_COMMAND = 20
 FLAG_EPHEMERAL, FLAG_LOADING = 1 << 6, 1 << 7
 ERROR_UNKNOWN_WEBHOOK, ERROR_UNKNOWN_INTERACTION, ERROR_ALREADY_ACKNOWLEDGED = 10015, 10062, 40060
@@ -48,6 +53,8 @@ class InteractionReply:
     kind: ReplyKind
     body: dict[str, Any]
     message_id: int | None = None
+    message_flags: int | None = None
+    """Flags of the message this reply made or changed, as Discord shows it."""
 
     @property
     def callback_type(self) -> int | None:
@@ -70,7 +77,18 @@ class InteractionReply:
 
     @property
     def ephemeral(self) -> bool:
+        """Whether only the invoking user saw it (the message's flags, not the request's)."""
+        flags = self.message_flags if self.message_flags is not None else self.data.get("flags")
+        return bool((flags or 0) & FLAG_EPHEMERAL)
+
+    @property
+    def requested_ephemeral(self) -> bool:
         return bool((self.data.get("flags") or 0) & FLAG_EPHEMERAL)
+
+    @property
+    def choices(self) -> list[dict[str, Any]]:
+        """An autocomplete answer's choices ({name, value})."""
+        return self.data.get("choices") or []
 
     @property
     def deferred(self) -> bool:
@@ -94,6 +112,7 @@ class InteractionHandle:
     guild_id: int
     channel_id: int
     command_name: str
+    autocomplete: bool = False
     created_at: float = field(default_factory=time.monotonic)
     replies: list[InteractionReply] = field(default_factory=list)
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -184,6 +203,7 @@ class InteractionRegistry:
         *,
         subcommand: str | None = None,
         group: str | None = None,
+        focused: str | None = None,
     ) -> tuple[InteractionHandle, dict[str, Any]]:
         command = self._commands.find(command_name, guild.id)
         if command is None:
@@ -199,6 +219,7 @@ class InteractionRegistry:
             subcommand=subcommand,
             group=group,
             permissions=permissions,
+            focused=focused,
         )
         data: dict[str, Any] = {
             "id": command["id"],
@@ -211,14 +232,19 @@ class InteractionRegistry:
         if resolved:
             data["resolved"] = resolved
         handle = InteractionHandle(
-            self._world.ids.next(), secrets.token_urlsafe(24), guild.id, channel.id, command_name
+            self._world.ids.next(),
+            secrets.token_urlsafe(24),
+            guild.id,
+            channel.id,
+            command_name,
+            autocomplete=focused is not None,
         )
         self._by_id[handle.id] = handle
         self._by_token[handle.token] = handle
         payload = {
             "id": str(handle.id),
             "application_id": str(self._world.bot.id),
-            "type": APPLICATION_COMMAND,
+            "type": APPLICATION_COMMAND if focused is None else APPLICATION_COMMAND_AUTOCOMPLETE,
             "token": handle.token,
             "version": 1,
             "guild_id": str(guild.id),
@@ -255,6 +281,12 @@ class InteractionRegistry:
             )
             return 404, _error("Unknown interaction", ERROR_UNKNOWN_INTERACTION)
         callback_type = body.get("type")
+        if (handle.autocomplete) != (callback_type == CALLBACK_AUTOCOMPLETE_RESULT):
+            self._violation(
+                f"interaction {handle.command_name} ({handle.id}) answered with callback type "
+                f"{callback_type}: autocompletes take type 8 only, and only they do"
+            )
+            return 400, _error("Invalid interaction response type", 50035)
         message = None
         if callback_type in (CALLBACK_MESSAGE, CALLBACK_DEFERRED_MESSAGE):
             data = dict(body.get("data") or {})
@@ -262,10 +294,11 @@ class InteractionRegistry:
                 data["flags"] = (data.get("flags") or 0) | FLAG_LOADING
             message = self._new_message(handle, data)
             handle.original_id = int(message["id"])
-        self._record(
-            handle, InteractionReply(handle.id, ReplyKind.CALLBACK, body, handle.original_id)
-        )
         flags = (message or {}).get("flags", 0)
+        self._record(
+            handle,
+            InteractionReply(handle.id, ReplyKind.CALLBACK, body, handle.original_id, flags),
+        )
         response: dict[str, Any] = {
             "interaction": {
                 "id": str(handle.id),
@@ -283,9 +316,22 @@ class InteractionRegistry:
         handle = self._acknowledged(token)
         if handle is None:
             return 404, _error("Unknown Webhook", ERROR_UNKNOWN_WEBHOOK)
-        message = self._new_message(handle, body)
+        original = handle.messages.get(handle.original_id) if handle.original_id else None
+        if original is not None and original.get("flags", 0) & FLAG_LOADING:
+            # Discord: this follow-up becomes the deferred message, with its visibility.
+            message = original
+            for key in ("content", "embeds", "components"):
+                if key in body:
+                    message[key] = body[key] or ([] if key != "content" else "")
+            message["flags"] = message["flags"] & ~FLAG_LOADING
+            message["edited_timestamp"] = _now()
+        else:
+            message = self._new_message(handle, body)
         self._record(
-            handle, InteractionReply(handle.id, ReplyKind.FOLLOWUP, body, int(message["id"]))
+            handle,
+            InteractionReply(
+                handle.id, ReplyKind.FOLLOWUP, body, int(message["id"]), message.get("flags", 0)
+            ),
         )
         return 200, message
 
@@ -301,7 +347,12 @@ class InteractionRegistry:
                 )
         message["flags"] = message.get("flags", 0) & ~FLAG_LOADING
         message["edited_timestamp"] = _now()
-        self._record(handle, InteractionReply(handle.id, ReplyKind.EDIT, body, int(message["id"])))
+        self._record(
+            handle,
+            InteractionReply(
+                handle.id, ReplyKind.EDIT, body, int(message["id"]), message.get("flags", 0)
+            ),
+        )
         return 200, message
 
     def get(self, token: str, message_ref: str) -> tuple[int, Any]:

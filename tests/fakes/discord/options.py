@@ -30,15 +30,20 @@ def build_options(
     subcommand: str | None,
     group: str | None,
     permissions: int,
+    focused: str | None = None,
 ) -> tuple[list[Payload], dict[str, Payload]]:
-    """`data.options` and `data.resolved` for an INTERACTION_CREATE of `command`.
+    """`data.options` and `data.resolved` for an INTERACTION_CREATE of `command`; with
+    `focused`, for an autocomplete of that option (which must have autocomplete on, and
+    required options may still be missing: the user is typing).
 
     Raises ValueError for what Discord's client would not let a user send (unknown or
     missing required options, unknown subcommands)."""
     schema, wrap = _locate(command, subcommand, group)
     by_name = {o["name"]: o for o in schema}
+    if focused is not None and not by_name.get(focused, {}).get("autocomplete"):
+        raise ValueError(f"option {focused!r} has no autocomplete: Discord would not ask")
     missing = [o["name"] for o in schema if o.get("required") and o["name"] not in options]
-    if missing:
+    if missing and focused is None:
         raise ValueError(f"required options missing: {missing} (Discord's client enforces them)")
     values: list[Payload] = []
     resolved: dict[str, Payload] = {}
@@ -48,6 +53,8 @@ def build_options(
         type_ = by_name[name]["type"]
         wire = _wire_value(guild, type_, value, resolved, permissions)
         values.append({"name": name, "type": type_, "value": wire})
+        if name == focused:
+            values[-1]["focused"] = True
     return wrap(values), resolved
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +67,7 @@ class RestApi:
         self.gateway_url = ""
         self.unhandled: list[str] = []
         self.channel_messages: list[dict[str, Any]] = []
+        self.channel_message_edits = 0
         self._channel_message_added = asyncio.Event()
 
     async def next_channel_message(self, index: int, timeout: float = 5.0) -> dict[str, Any]:
@@ -94,6 +96,7 @@ class RestApi:
             ("GET", "/guilds/{guild_id}/members/{user_id}", self._guild_member),
             ("GET", "/channels/{channel_id}", self._channel),
             ("POST", "/channels/{channel_id}/messages", self._post_channel_message),
+            ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_channel_message),
         ]
         # Interaction endpoints authenticate with the token in the path, not the bot token.
         token_routes = [
@@ -243,6 +246,42 @@ class RestApi:
         self._channel_message_added.set()
         self._channel_message_added = asyncio.Event()
         return _json(200, message)
+
+    async def _edit_channel_message(self, request: web.Request) -> web.Response:
+        """Edits change the stored message in place (`channel_messages`) and count in
+        `channel_message_edits`; only the bot's own messages can be edited, as on Discord."""
+        channel_id, message_id = request.match_info["channel_id"], request.match_info["message_id"]
+        message = next(
+            (
+                m
+                for m in self.channel_messages
+                if m["id"] == message_id and m["channel_id"] == channel_id
+            ),
+            None,
+        )
+        if message is None:
+            return _error(404, "Unknown Message", 10008)
+        body = await _body(request)
+        for key in ("content", "embeds", "components"):
+            if key in body:
+                empty: Any = "" if key == "content" else []
+                message[key] = body[key] if body[key] is not None else empty
+        message["edited_timestamp"] = datetime.now(UTC).isoformat()
+        self.channel_message_edits += 1
+        self._channel_message_added.set()
+        self._channel_message_added = asyncio.Event()
+        return _json(200, message)
+
+    async def channel_message_where(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """The first message the bot posted to a channel that (now, or after an edit) matches."""
+        async with asyncio.timeout(timeout):
+            while True:
+                found = next((m for m in self.channel_messages if predicate(m)), None)
+                if found is not None:
+                    return found
+                await self._channel_message_added.wait()
 
     # -- interactions ----------------------------------------------------------------------
 

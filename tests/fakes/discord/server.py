@@ -204,11 +204,21 @@ class FakeDiscord:
         *,
         subcommand: str | None = None,
         group: str | None = None,
+        focused: str | None = None,
     ) -> InteractionHandle:
-        """A user runs `/command_name [group] [subcommand] options...` (a synced command)."""
+        """A user runs `/command_name [group] [subcommand] options...` (a synced command);
+        with `focused`, the user is typing that option and Discord asks for autocomplete
+        (`(await handle.response()).choices`)."""
         user = user.user if isinstance(user, FakeMember) else user
         handle, payload = self.interactions.create(
-            guild, channel, user, command_name, options, subcommand=subcommand, group=group
+            guild,
+            channel,
+            user,
+            command_name,
+            options,
+            subcommand=subcommand,
+            group=group,
+            focused=focused,
         )
         primary = self.gateway.primary
         if primary is None:
