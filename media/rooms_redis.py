@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError, WatchError
 
 from .room_codec import OwnedMember, decode_event, decode_member, encode_event, encode_member
@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 5.0
 """Bounds every command, so a Redis that vanished without closing the socket fails fast."""
+COMMAND_RETRIES = 3
+"""Reconnects for one command (not for a subscription: its stream ends instead)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,8 @@ class RedisDirectory(RoomDirectory):
             decode_responses=True,
             socket_timeout=COMMAND_TIMEOUT_S,
             socket_connect_timeout=COMMAND_TIMEOUT_S,
+            # A pooled connection that Redis closed (a restart) is replaced, not an error.
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), COMMAND_RETRIES),
         )
         # Subscriptions get no automatic reconnect: redis-py would resubscribe silently and
         # hide the events lost meanwhile; a failure must end the stream instead.
