@@ -25,8 +25,14 @@ from .rooms import (
     TrackRemoved,
 )
 
-__all__ = ["CODEC_VERSION", "OwnedMember", "decode_event", "decode_member", "encode_event",
-           "encode_member"]
+__all__ = [
+    "CODEC_VERSION",
+    "OwnedMember",
+    "decode_event",
+    "decode_member",
+    "encode_event",
+    "encode_member",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -304,7 +304,21 @@ class RedisDirectory(RoomDirectory):
 
         await self._change(room, member_id, change, required=False)
 
-    async def set_speaking(self, room: str, member_id: str, track_name: str, speaking: bool) -> None:
+    async def set_speaking(
+        self, room: str, member_id: str, track_name: str, speaking: bool
+    ) -> None:
+        """Best effort: speaking state is a display hint that the next change corrects, and a
+        bridge sets it from its tick loop, which an unreachable Redis must not stop."""
+        try:
+            await self._set_speaking(room, member_id, track_name, speaking)
+        except RedisError as exc:
+            logger.warning(
+                "speaking state not shared room=%s member=%s error=%s", room, member_id, exc
+            )
+
+    async def _set_speaking(
+        self, room: str, member_id: str, track_name: str, speaking: bool
+    ) -> None:
         def change(member: Member) -> tuple[Member, RoomEvent] | None:
             if (track_name in member.speaking) == speaking:
                 return None
@@ -398,7 +412,9 @@ class RedisDirectory(RoomDirectory):
                     self._owned.pop((room, member.member_id), None)
                     return
                 events = _removal(room, current.member) if current is not None else []
-                await self._commit(pipe, room, member.member_id, mine, events + _arrival(room, member))
+                await self._commit(
+                    pipe, room, member.member_id, mine, events + _arrival(room, member)
+                )
 
             await self._atomically(room, body)
             logger.info("member restored room=%s member=%s", room, member_id)

@@ -44,7 +44,9 @@ async def directory(request) -> AsyncIterator[RoomDirectory]:
         await redis_directory.stop()
 
 
-async def take(stream: AsyncIterator[RoomEvent], count: int, within_s: float = 5.0) -> list[RoomEvent]:
+async def take(
+    stream: AsyncIterator[RoomEvent], count: int, within_s: float = 5.0
+) -> list[RoomEvent]:
     async with asyncio.timeout(within_s):
         return [await anext(stream) for _ in range(count)]
 

@@ -44,8 +44,9 @@ async def test_after_a_redis_restart_a_bridge_resyncs_and_hears_a_new_member(
 ):
     caplog.set_level(logging.WARNING, logger="media.follower")
     one, two = two_processes
-    async with bridge_in("r", client, one, "listener") as listener, speaking(
-        listener, "voice", 500
+    async with (
+        bridge_in("r", client, one, "listener") as listener,
+        speaking(listener, "voice", 500),
     ):
         async with asyncio.timeout(10):
             while not any(m.tracks for m in await one.members("r")):

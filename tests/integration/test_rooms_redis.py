@@ -15,8 +15,17 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from media.rooms import MemberJoined, MemberKind, MemberLeft, RoomEvent, TrackInfo, TrackRemoved
+from media.rooms import (
+    MemberJoined,
+    MemberKind,
+    MemberLeft,
+    RoomEvent,
+    TrackInfo,
+    TrackPublished,
+    TrackRemoved,
+)
 from media.rooms_redis import RedisDirectory, RedisDirectoryConfig
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,7 +64,9 @@ async def processes(redis_server, prefix) -> AsyncIterator[Callable[[], RedisDir
     made: list[RedisDirectory] = []
 
     async def make() -> RedisDirectory:
-        directory = RedisDirectory(redis_server.url, RedisDirectoryConfig(EXPIRY_S, key_prefix=prefix))
+        directory = RedisDirectory(
+            redis_server.url, RedisDirectoryConfig(EXPIRY_S, key_prefix=prefix)
+        )
         await directory.start()
         made.append(directory)
         return directory
@@ -65,7 +76,9 @@ async def processes(redis_server, prefix) -> AsyncIterator[Callable[[], RedisDir
         await directory.stop()
 
 
-async def take(stream: AsyncIterator[RoomEvent], count: int, within_s: float = 5.0) -> list[RoomEvent]:
+async def take(
+    stream: AsyncIterator[RoomEvent], count: int, within_s: float = 5.0
+) -> list[RoomEvent]:
     async with asyncio.timeout(within_s):
         return [await anext(stream) for _ in range(count)]
 
@@ -76,6 +89,7 @@ async def test_two_processes_see_each_others_members_and_events(processes) -> No
         await one.join("r", "alice", MemberKind.DISCORD, "Alice")
         await one.publish("r", "alice", TrackInfo("s1", "voice", "Alice"))
         joined, published = await take(stream, 2)
+    assert isinstance(published, TrackPublished)
     assert isinstance(joined, MemberJoined) and joined.member.member_id == "alice"
     [alice] = await two.members("r")
     assert alice.tracks == (TrackInfo("s1", "voice", "Alice"),)
@@ -89,10 +103,7 @@ async def test_concurrent_writers_lose_no_change(processes) -> None:
     await one.join("r", "shared", MemberKind.OTHER, "shared")
     tracks = [TrackInfo("s", f"t{i}") for i in range(40)]
     await asyncio.gather(
-        *(
-            (one if i % 2 else two).publish("r", "shared", track)
-            for i, track in enumerate(tracks)
-        )
+        *((one if i % 2 else two).publish("r", "shared", track) for i, track in enumerate(tracks))
     )
     [member] = await one.members("r")
     assert sorted(t.track_name for t in member.tracks) == sorted(t.track_name for t in tracks)
@@ -132,7 +143,9 @@ async def test_a_live_process_members_never_expire(processes) -> None:
     assert [m.member_id for m in await two.members("r")] == ["kept"]
 
 
-async def test_events_of_another_version_or_type_are_skipped(processes, redis_server, prefix) -> None:
+async def test_events_of_another_version_or_type_are_skipped(
+    processes, redis_server, prefix
+) -> None:
     directory = await processes()
     async with directory.events("r") as stream, Redis.from_url(redis_server.url) as raw:
         channel = f"{prefix}:room:r:events"
@@ -160,3 +173,24 @@ async def test_a_redis_restart_ends_the_stream_and_the_owner_restores_its_member
             await asyncio.sleep(0.05)
     [alice] = await two.members("r")
     assert alice.tracks == (TrackInfo("s1", "voice", "Alice"),)
+
+
+async def test_while_redis_is_down_changes_fail_but_speaking_is_dropped(
+    processes, redis_server
+) -> None:
+    directory = await processes()
+    await directory.join("r", "alice", MemberKind.WEB, "Alice")
+    await directory.publish("r", "alice", TrackInfo("s1", "voice"))
+    await asyncio.to_thread(redis_server.stop)
+    try:
+        await directory.set_speaking("r", "alice", "voice", True)  # logged, not raised
+        with pytest.raises(RedisError):
+            await directory.publish("r", "alice", TrackInfo("s1", "other"))
+    finally:
+        await asyncio.to_thread(redis_server.start)
+    await directory.set_speaking("r", "alice", "voice", True)
+    async with asyncio.timeout(10):  # the owner writes alice back into the empty Redis
+        while not await directory.members("r"):
+            await asyncio.sleep(0.05)
+    [alice] = await directory.members("r")
+    assert alice.tracks == (TrackInfo("s1", "voice"),)

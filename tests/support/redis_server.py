@@ -78,12 +78,13 @@ class RedisServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _launch(self) -> None:
+        command = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self.root), "--logfile", str(self.log),
+            "--daemonize", "no",
+        ]  # fmt: skip
         self._process = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                "no", "--dir", str(self.root), "--logfile", str(self.log), "--daemonize", "no",
-            ],  # fmt: skip
+            command,
             cwd=self.root,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
