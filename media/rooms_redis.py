@@ -383,18 +383,23 @@ class RedisDirectory(RoomDirectory):
 
     async def _refresh_forever(self) -> None:
         key = self._owner_key(self.owner)
+        restore_pending = False  # until a restore completes: it may fail halfway
         while True:
             await asyncio.sleep(self.config.refresh_s)
             try:
                 if await self._redis.set(key, "1", px=self.config.owner_ttl_ms, xx=True):
-                    continue
-                await self._redis.set(key, "1", px=self.config.owner_ttl_ms)
-                logger.warning(
-                    "directory owner entry was gone, restoring members owner=%s members=%d",
-                    self.owner,
-                    len(self._owned),
-                )
+                    if not restore_pending:
+                        continue
+                else:
+                    await self._redis.set(key, "1", px=self.config.owner_ttl_ms)
+                    restore_pending = True
+                    logger.warning(
+                        "directory owner entry was gone, restoring members owner=%s members=%d",
+                        self.owner,
+                        len(self._owned),
+                    )
                 await self._restore()
+                restore_pending = False
             except RedisError as exc:
                 logger.warning("directory refresh failed owner=%s error=%s", self.owner, exc)
 

@@ -194,3 +194,30 @@ async def test_while_redis_is_down_changes_fail_but_speaking_is_dropped(
             await asyncio.sleep(0.05)
     [alice] = await directory.members("r")
     assert alice.tracks == (TrackInfo("s1", "voice"),)
+
+
+async def test_a_redis_that_stops_answering_ends_the_stream_an_idle_one_does_not(
+    redis_server, prefix
+) -> None:
+    keepalive_s = 0.3
+    config = RedisDirectoryConfig(EXPIRY_S, key_prefix=prefix, keepalive_s=keepalive_s)
+    directory = RedisDirectory(redis_server.url, config)
+    await directory.start()
+    try:
+        async with directory.events("r") as stream:
+            # Idle for several keepalives: PINGs are answered, nothing ends.
+            idle = asyncio.create_task(anext(stream))
+            await asyncio.sleep(keepalive_s * 5)
+            assert not idle.done()
+            redis_server.pause()
+            try:
+                paused_at = time.monotonic()
+                with pytest.raises(StopAsyncIteration):
+                    async with asyncio.timeout(keepalive_s * 10):
+                        await idle
+                ended_after = time.monotonic() - paused_at
+            finally:
+                redis_server.resume()
+        assert ended_after <= keepalive_s * 2 + SCHEDULING_SLACK_S, ended_after
+    finally:
+        await directory.stop()

@@ -9,6 +9,7 @@ key, as a Redis without persistence does.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -61,6 +62,7 @@ class RedisServer:
     def stop(self) -> None:
         if self._process is None:
             return
+        self._process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
         self._process.terminate()
         try:
             self._process.wait(timeout=10)
@@ -68,6 +70,15 @@ class RedisServer:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers, as over a dead network path."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()
