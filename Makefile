@@ -24,6 +24,7 @@ test: venv
 	scripts/ensure-chromium
 	scripts/ensure-iptables
 	scripts/ensure-postgres
+	scripts/ensure-redis
 	$(PY) -m pytest -q -ra
 
 # The fast lane: pure unit tests, no servers, peers or browsers (tests/unit/conftest.py

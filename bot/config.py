@@ -4,9 +4,9 @@ Where values come from, highest priority first:
 
 1. **environment variables** — the only source of secrets (`DISCORD_TOKEN`,
    `REALTIME_APP_SECRET`, `TURN_KEY_API_TOKEN`, `SWITCHBOARD_INVITE_SECRET`,
-   `SWITCHBOARD_SFU_APP_SECRET`, `DATABASE_URL`), and an override for every other scalar setting
-   (`SWITCHBOARD_<TABLE>_<KEY>`, e.g. `SWITCHBOARD_HTTP_PORT`; the ids `REALTIME_APP_ID` and
-   `TURN_KEY_ID` keep Cloudflare's names). Empty variables count as unset. A PaaS's `PORT`
+   `SWITCHBOARD_SFU_APP_SECRET`, `DATABASE_URL`, `REDIS_URL`), and an override for every
+   other scalar setting (`SWITCHBOARD_<TABLE>_<KEY>`, e.g. `SWITCHBOARD_HTTP_PORT`; the ids
+   `REALTIME_APP_ID` and `TURN_KEY_ID` keep Cloudflare's names). Empty variables count as unset. A PaaS's `PORT`
    means HTTP on `0.0.0.0:$PORT`, unless `SWITCHBOARD_HTTP_HOST`/`_PORT` say otherwise.
 2. **config.toml** (path from `SWITCHBOARD_CONFIG`, default `./config.toml`) — settings and the
    static `[[bridges]]` mappings. A secret written there is refused, never used.
@@ -27,6 +27,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -55,12 +56,14 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "MIN_INVITE_SECRET_BYTES",
     "PLATFORM_PORT_ENV",
+    "REDIS_URL_SCHEMES",
     "BridgeMapping",
     "BridgeMode",
     "ConfigError",
     "DiscordSettings",
     "HttpSettings",
     "RealtimeSettings",
+    "RedisSettings",
     "RoomName",
     "Settings",
     "SfuSettings",
@@ -81,6 +84,7 @@ PUBLIC_HOST = "0.0.0.0"
 MIN_INVITE_SECRET_BYTES = MIN_SECRET_BYTES
 GENERATE_SECRET_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 DATABASE_URL_SCHEMES = ("postgres", "postgresql")
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 
 BridgeMode = Literal["manual", "auto"]
 """manual: the bot bridges on `/join`; auto: it joins when someone arrives, leaves when empty."""
@@ -295,6 +299,40 @@ class StoreSettings(_Section):
     )
 
 
+def _redis_url(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    scheme, _, rest = value.get_secret_value().partition("://")
+    try:
+        urlsplit(value.get_secret_value()).port  # noqa: B018 (raises on a port that is no number)
+    except ValueError:
+        rest = ""
+    if scheme not in REDIS_URL_SCHEMES or not rest:
+        # The value may carry a password: the message never repeats it.
+        raise PydanticCustomError(
+            "redis_url", "expected a redis://[:password@]host:port/db (or rediss://) URL"
+        )
+    return value
+
+
+class RedisSettings(_Section):
+    """`[redis]`: the shared room directory, for running more than one process."""
+
+    url: Annotated[SecretStr | None, AfterValidator(_redis_url)] = _secret(
+        "REDIS_URL",
+        "Redis to keep the room directory in (redis://[:password@]host:port/db), shared by "
+        "every process that uses it, instead of this process's memory.",
+    )
+    member_expiry_s: float = _setting(
+        10.0,
+        "SWITCHBOARD_REDIS_MEMBER_EXPIRY_S",
+        "Seconds within which the room members of a process that died are removed (and "
+        "announced) by the others; each process refreshes its own well within it.",
+        gt=0,
+        allow_inf_nan=False,
+    )
+
+
 class BridgeMapping(_Section):
     """One `[[bridges]]` entry: a voice channel statically linked to a room."""
 
@@ -337,6 +375,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings, description="[http]")
     discord: DiscordSettings = Field(default_factory=DiscordSettings, description="[discord]")
     store: StoreSettings = Field(default_factory=StoreSettings, description="[store]")
+    redis: RedisSettings = Field(default_factory=RedisSettings, description="[redis]")
     bridges: tuple[BridgeMapping, ...] = _setting(
         (), None, "Static channel-to-room mappings, one [[bridges]] table each."
     )

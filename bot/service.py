@@ -10,10 +10,12 @@ from collections.abc import Callable
 
 import aiohttp
 import discord
+from redis.exceptions import RedisError
 
 from media.peer import PeerConfig
 from media.realtime import RealtimeClient
-from media.rooms import InMemoryDirectory
+from media.rooms import InMemoryDirectory, RoomDirectory
+from media.rooms_redis import RedisDirectory, RedisDirectoryConfig
 from media.sfu import LocalSFU, SfuConfig
 
 from .bridges import BridgeManager, LinkFactory
@@ -21,7 +23,7 @@ from .client import SwitchboardBot
 from .config import Settings, describe_missing_token
 from .http import HealthServer
 from .metrics import Metrics
-from .startup import listening, open_store
+from .startup import StartupError, listening, open_store
 from .store import MappingStore
 from .web import WebApi, known_rooms
 
@@ -44,7 +46,14 @@ class Service:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.directory = InMemoryDirectory()
+        self.directory: RoomDirectory = InMemoryDirectory()
+        self._shared_directory: RedisDirectory | None = None
+        if settings.redis.url is not None:
+            self._shared_directory = RedisDirectory(
+                settings.redis.url.get_secret_value(),
+                RedisDirectoryConfig(member_expiry_s=settings.redis.member_expiry_s),
+            )
+            self.directory = self._shared_directory
         self.sfu: LocalSFU | None = None
         self.realtime: RealtimeClient | None = None
         self.store: MappingStore | None = None
@@ -73,6 +82,8 @@ class Service:
 
     async def start(self) -> None:
         s = self.settings
+        if self._shared_directory is not None:
+            await self._start_shared_directory()
         if s.backend == "local":
             # load_settings already refused a non-loopback SFU without its own secret.
             secret = s.sfu.app_secret.get_secret_value() if s.sfu.app_secret else None
@@ -133,6 +144,15 @@ class Service:
         )
         self._bot_task = asyncio.create_task(self._run_bot(s.discord.token.get_secret_value()), name="discord")
 
+    async def _start_shared_directory(self) -> None:
+        assert self._shared_directory is not None
+        try:
+            await self._shared_directory.start()
+        except (RedisError, OSError) as exc:
+            # The URL may carry a password: name the variable, never its value.
+            raise StartupError(f"room directory (env REDIS_URL) cannot be reached: {exc}") from None
+        logger.info("room directory is shared through redis owner=%s", self._shared_directory.owner)
+
     async def _run_bot(self, token: str) -> None:
         assert self.bot is not None
         try:
@@ -170,6 +190,8 @@ class Service:
             await self.realtime.aclose()
         if self.store is not None:
             await self.store.close()
+        if self._shared_directory is not None:
+            await self._shared_directory.stop()
         if self.sfu is not None:
             await self.sfu.stop()
         logger.info("service stopped")

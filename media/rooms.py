@@ -103,6 +103,9 @@ RoomEvent = MemberJoined | MemberLeft | TrackPublished | TrackRemoved | Speaking
 
 
 class RoomDirectory(ABC):
+    """Changes apply at once in one process; a shared directory's changes may raise while it
+    is unreachable (`RedisDirectory`: `RedisError`; its `set_speaking` logs and drops)."""
+
     @abstractmethod
     async def join(self, room: str, member_id: str, kind: MemberKind, display_name: str) -> None: ...
 

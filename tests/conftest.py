@@ -9,6 +9,7 @@ import stamina
 
 from media.aiortc_compat import pin_host_addresses
 from tests.support.postgres import PostgresServer, PostgresUnavailable
+from tests.support.redis_server import RedisServer, RedisUnavailable
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -28,6 +29,23 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = PostgresServer()
     except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, shared by the session; stopped at its end.
+
+    Tests keep apart by key prefix, not by flushing: a test may restart it (losing every key).
+    """
+    try:
+        server = RedisServer()
+    except RedisUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
         server.start()

@@ -15,10 +15,14 @@ import pytest
 
 from bot.config import load_settings
 from bot.service import Service
+from bot.startup import StartupError
 from bot.voice import VoiceLink
 from media.audio import OPUS_SILENCE_FRAME
 from media.peer import PeerState
+from media.rooms import MemberKind
+from media.rooms_redis import RedisDirectory
 from tests.fakes.discord import FakeDiscord, Permission
+from tests.support.postgres import free_port
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -46,8 +50,10 @@ path = "{path.parent / 'store.sqlite3'}"
 
 
 @contextlib.asynccontextmanager
-async def running(fake: FakeDiscord, config: Path) -> AsyncIterator[Service]:
-    settings = load_settings(config, environ={"DISCORD_TOKEN": fake.token})
+async def running(
+    fake: FakeDiscord, config: Path, environ: dict[str, str] | None = None
+) -> AsyncIterator[Service]:
+    settings = load_settings(config, environ={"DISCORD_TOKEN": fake.token, **(environ or {})})
     with fake.patch_discord():
         service = Service(settings, link_factory=VoiceLink, connector_factory=fake.connector)
         await service.start()
@@ -112,6 +118,41 @@ async def test_link_then_join_bridges_the_channel(world):
         assert service.bridges.active(guild.id) is None
         assert await service.directory.members("lobby") == []
     assert fake.interactions.violations == []
+
+
+async def test_redis_url_shares_the_room_directory_with_other_processes(world, redis_server):
+    fake, guild, text, lounge, _, admin, alice, config = world
+    # Another process on the same Redis (default key prefix, as deployments share it).
+    other = RedisDirectory(redis_server.url)
+    await other.start()
+    try:
+        async with running(fake, config, {"REDIS_URL": redis_server.url}) as service:
+            assert isinstance(service.directory, RedisDirectory)
+            await fake.send_interaction(
+                guild, text, admin, "bridge", {"channel": lounge, "room": "shared"},
+                subcommand="link",
+            )  # fmt: skip
+            await fake.user_joins_voice(guild, alice, lounge)
+            joined = await fake.send_interaction(guild, text, alice, "join")
+            assert "into room **shared**" in await joined.final_text(timeout=20)
+            members = await other.members("shared")
+            assert [m.member_id for m in members] == [f"discord:{guild.id}:{lounge.id}"]
+            assert members[0].kind is MemberKind.DISCORD
+        # Stopping the service left the room (announced), it did not wait to expire.
+        assert await other.members("shared") == []
+    finally:
+        await other.stop()
+
+
+async def test_an_unreachable_redis_url_stops_the_start_without_showing_it(world):
+    fake, *_, config = world
+    port = free_port()  # nothing listens there
+    url = f"redis://:redis-password-sentinel@127.0.0.1:{port}/0"
+    with pytest.raises(StartupError) as caught:
+        async with running(fake, config, {"REDIS_URL": url}):
+            pass
+    assert "env REDIS_URL" in str(caught.value)
+    assert "redis-password-sentinel" not in str(caught.value)
 
 
 async def test_join_explains_what_to_do(world):

@@ -28,6 +28,7 @@ SECRETS = {
     "SWITCHBOARD_INVITE_SECRET": "invite-secret-sentinel-4-at-least-32-bytes",
     "SWITCHBOARD_SFU_APP_SECRET": "sfu-secret-sentinel-5",
     "DATABASE_URL": "postgres://app:db-password-sentinel-6@db.internal:5432/switchboard",
+    "REDIS_URL": "redis://:redis-password-sentinel-7@cache.internal:6379/0",
 }
 
 
@@ -161,6 +162,7 @@ def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
     assert settings.http.invite_secret == SecretStr(SECRETS["SWITCHBOARD_INVITE_SECRET"])
     assert settings.sfu.app_secret == SecretStr(SECRETS["SWITCHBOARD_SFU_APP_SECRET"])
     assert settings.store.database_url == SecretStr(SECRETS["DATABASE_URL"])
+    assert settings.redis.url == SecretStr(SECRETS["REDIS_URL"])
 
 
 @pytest.mark.timeout(10)
@@ -174,6 +176,28 @@ def test_a_database_url_that_is_not_postgres_is_refused_without_echoing_it(
     assert "environment variable DATABASE_URL: store.database_url = (hidden)" in message
     assert "expected a postgres://" in message
     assert "pw-sentinel" not in message
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "url", ["http://:pw-sentinel@h:6379", "pw-sentinel", "redis://", "redis://:pw-sentinel@h:x/0"]
+)
+def test_a_redis_url_that_is_not_redis_is_refused_without_echoing_it(
+    tmp_path: Path, url: str
+) -> None:
+    message = error_for(tmp_path, "", {"REDIS_URL": url})
+    assert "environment variable REDIS_URL: redis.url = (hidden)" in message
+    assert "expected a redis://" in message
+    assert "pw-sentinel" not in message
+
+
+@pytest.mark.timeout(10)
+def test_the_directory_is_in_memory_unless_redis_url_is_set(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "[redis]\nmember_expiry_s = 4\n"), {})
+    assert settings.redis.url is None
+    assert settings.redis.member_expiry_s == 4.0
+    message = error_for(tmp_path, "", {"SWITCHBOARD_REDIS_MEMBER_EXPIRY_S": "0"})
+    assert "SWITCHBOARD_REDIS_MEMBER_EXPIRY_S" in message
 
 
 @pytest.mark.timeout(10)
@@ -258,6 +282,7 @@ def test_every_field_documents_its_environment_variable_and_default() -> None:
         ("http", "invite_secret", "SWITCHBOARD_INVITE_SECRET"),
         ("sfu", "app_secret", "SWITCHBOARD_SFU_APP_SECRET"),
         ("store", "database_url", "DATABASE_URL"),
+        ("redis", "url", "REDIS_URL"),
     ],
 )
 def test_a_secret_in_the_file_is_refused(tmp_path: Path, table: str, key: str, env: str) -> None:
