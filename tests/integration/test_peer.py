@@ -234,12 +234,12 @@ async def test_a_silent_track_unpublished_leaves_its_transceiver_usable(peers):
     first, second = OpusSource("one"), OpusSource("two")
     async with feeding(first, 440):
         await publisher.publish("one", first)
-        inbound = await subscriber.subscribe(publisher.session_id, "one")
+        inbound = await pulled(subscriber, publisher.session_id, "one")
         await assert_tone(inbound, 440, 0.4)
     await wait_until(lambda: first.queued == 0, what="every packet of 'one' sent")
     await publisher.unpublish("one")
     await subscriber.unsubscribe(inbound)
     async with feeding(second, 660):
         await publisher.publish("two", second)
-        again = await subscriber.subscribe(publisher.session_id, "two")
+        again = await pulled(subscriber, publisher.session_id, "two")
         await assert_tone(again, 660, 0.5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,8 +25,9 @@ import httpx
 
 __all__ = ["SfuProcess", "blackout_supported"]
 
-BLACKOUT_GID = 65534
-"""The SFU process's group (nogroup); its uid stays root, so it can read the venv."""
+BLACKOUT_GIDS = (20_000, 60_000)
+"""The isolated SFU runs with a group id of its own from this range (its uid stays root, so
+it can read the venv): the rule drops only its packets, even when two suites share a machine."""
 APP_ID = "local"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +47,8 @@ class SfuProcess:
         self.port = port or free_port()
         self.isolated = isolated
         self._process: asyncio.subprocess.Process | None = None
-        self._rule = ["OUTPUT", "-m", "owner", "--gid-owner", str(BLACKOUT_GID), "-j", "DROP"]
+        self._gid = random.randrange(*BLACKOUT_GIDS)
+        self._rule = ["OUTPUT", "-m", "owner", "--gid-owner", str(self._gid), "-j", "DROP"]
 
     @property
     def base_url(self) -> str:
@@ -62,7 +65,7 @@ class SfuProcess:
     async def start(self) -> None:
         command = [sys.executable, "-m", "media.sfu", "--port", str(self.port)]
         if self.isolated:
-            command = ["setpriv", f"--regid={BLACKOUT_GID}", "--clear-groups", *command]
+            command = ["setpriv", f"--regid={self._gid}", "--clear-groups", *command]
         env = {**os.environ, "SWITCHBOARD_CONFIG": "/nonexistent", "SWITCHBOARD_LOG_LEVEL": "WARNING"}
         env.pop("SWITCHBOARD_SFU_APP_SECRET", None)
         self._process = await asyncio.create_subprocess_exec(
