@@ -128,10 +128,11 @@ async def test_redis_url_shares_the_room_directory_with_other_processes(world, r
     try:
         async with running(fake, config, {"REDIS_URL": redis_server.url}) as service:
             assert isinstance(service.directory, RedisDirectory)
-            await fake.send_interaction(
+            linked = await fake.send_interaction(
                 guild, text, admin, "bridge", {"channel": lounge, "room": "shared"},
                 subcommand="link",
             )  # fmt: skip
+            assert "Linked" in await linked.final_text()
             await fake.user_joins_voice(guild, alice, lounge)
             joined = await fake.send_interaction(guild, text, alice, "join")
             assert "into room **shared**" in await joined.final_text(timeout=20)
