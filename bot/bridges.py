@@ -50,7 +50,9 @@ LinkFactory = Callable[[voice_recv.VoiceRecvClient, Bridge, int], VoiceLinkLike]
 
 class AlreadyBridged(Exception):
     def __init__(self, active: ActiveBridge) -> None:
-        super().__init__(f"guild {active.guild_id} is already bridged from channel {active.channel_id}")
+        super().__init__(
+            f"guild {active.guild_id} is already bridged from channel {active.channel_id}"
+        )
         self.active = active
 
 
@@ -150,7 +152,9 @@ class BridgeManager:
             active = ActiveBridge(guild.id, channel.id, room, mode, bridge, link)
             self._active[guild.id] = active
             self._metrics.bridges.set(len(self._active))
-            logger.info("bridge up guild=%s channel=%s room=%s mode=%s", guild.id, channel.id, room, mode)
+            logger.info(
+                "bridge up guild=%s channel=%s room=%s mode=%s", guild.id, channel.id, room, mode
+            )
             self._notify(active, True)
             return active
 
@@ -168,7 +172,10 @@ class BridgeManager:
                 self._metrics.retire_media(active.bridge.counters())
             logger.info(
                 "bridge down guild=%s channel=%s room=%s reason=%s",
-                guild_id, active.channel_id, active.room, reason,
+                guild_id,
+                active.channel_id,
+                active.room,
+                reason,
             )
             self._notify(active, False)
             return active
@@ -191,5 +198,6 @@ class BridgeManager:
 
     async def stop_all(self, reason: str) -> None:
         await asyncio.gather(
-            *(self.stop(guild_id, reason) for guild_id in list(self._active)), return_exceptions=True
+            *(self.stop(guild_id, reason) for guild_id in list(self._active)),
+            return_exceptions=True,
         )

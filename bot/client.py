@@ -58,7 +58,9 @@ class SwitchboardBot(commands.Bot):
         await self.add_cog(BridgeAdmin(self.store, self.bridges, self.invites, self.participants))
         if self.participants is not None:
             await self.add_cog(Moderation(self.store, self.participants, self._moderator_role_id))
-        await self.add_cog(VoiceSession(self, self.store, self.bridges, self.directory, self._auto_leave_delay_s))
+        await self.add_cog(
+            VoiceSession(self, self.store, self.bridges, self.directory, self._auto_leave_delay_s)
+        )
         if self._dev_guild_id is not None:
             guild = discord.Object(id=self._dev_guild_id)
             self.tree.copy_global_to(guild=guild)

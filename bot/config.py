@@ -6,8 +6,9 @@ Where values come from, highest priority first:
    `REALTIME_APP_SECRET`, `TURN_KEY_API_TOKEN`, `SWITCHBOARD_INVITE_SECRET`,
    `SWITCHBOARD_SFU_APP_SECRET`, `DATABASE_URL`, `REDIS_URL`), and an override for every
    other scalar setting (`SWITCHBOARD_<TABLE>_<KEY>`, e.g. `SWITCHBOARD_HTTP_PORT`; the ids
-   `REALTIME_APP_ID` and `TURN_KEY_ID` keep Cloudflare's names). Empty variables count as unset. A PaaS's `PORT`
-   means HTTP on `0.0.0.0:$PORT`, unless `SWITCHBOARD_HTTP_HOST`/`_PORT` say otherwise.
+   `REALTIME_APP_ID` and `TURN_KEY_ID` keep Cloudflare's names). Empty variables count as
+   unset. A PaaS's `PORT` means HTTP on `0.0.0.0:$PORT`, unless `SWITCHBOARD_HTTP_HOST`/`_PORT`
+   say otherwise.
 2. **config.toml** (path from `SWITCHBOARD_CONFIG`, default `./config.toml`) — settings and the
    static `[[bridges]]` mappings. A secret written there is refused, never used.
 3. the defaults documented on each field.

@@ -22,7 +22,9 @@ shutdown budget that leaving voice and closing Realtime sessions need."""
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, metrics: Metrics, checks: Mapping[str, ReadyCheck]) -> None:
+    def __init__(
+        self, host: str, port: int, metrics: Metrics, checks: Mapping[str, ReadyCheck]
+    ) -> None:
         self.app = web.Application()
         self._host = host
         self._port = port
@@ -38,8 +40,13 @@ class HealthServer:
         return web.json_response({"live": True})
 
     async def _ready(self, request: web.Request) -> web.Response:
-        failing = {name: why for name, check in self._checks.items() if (why := check()) is not None}
-        body = {"ready": not failing, "checks": {name: failing.get(name, "ok") for name in self._checks}}
+        failing = {
+            name: why for name, check in self._checks.items() if (why := check()) is not None
+        }
+        body = {
+            "ready": not failing,
+            "checks": {name: failing.get(name, "ok") for name in self._checks},
+        }
         return web.json_response(body, status=503 if failing else 200)
 
     async def _render_metrics(self, request: web.Request) -> web.Response:

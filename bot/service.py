@@ -118,7 +118,9 @@ class Service:
             {"store": self._store_ready, "discord": self._discord_ready},
         )
         self.web = WebApi.from_settings(
-            s, directory=self.directory, realtime=self.realtime,
+            s,
+            directory=self.directory,
+            realtime=self.realtime,
             room_exists=known_rooms(self.store, self.directory),
             invite_lookup=self.store.get_invite,
         )
@@ -142,7 +144,9 @@ class Service:
             moderator_role_id=s.discord.moderator_role_id,
             connector=self._connector_factory() if self._connector_factory else None,
         )
-        self._bot_task = asyncio.create_task(self._run_bot(s.discord.token.get_secret_value()), name="discord")
+        self._bot_task = asyncio.create_task(
+            self._run_bot(s.discord.token.get_secret_value()), name="discord"
+        )
 
     async def _start_shared_directory(self) -> None:
         assert self._shared_directory is not None
@@ -214,9 +218,7 @@ class Service:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stopping.is_set():
-            logger.warning(
-                "signal received again signal=%s: ignored, shutdown continues", sig.name
-            )
+            logger.warning("signal received again signal=%s: ignored, shutdown continues", sig.name)
             return
         logger.info("signal received signal=%s: shutting down", sig.name)
         self._stopping.set()

@@ -218,7 +218,8 @@ class RoomFollower:
         due = {
             inbound: locator
             for locator, (_, inbound) in self._have.items()
-            if not self._peer.is_live(inbound) and self._retry.get(locator, _Retry()).not_before <= now
+            if not self._peer.is_live(inbound)
+            and self._retry.get(locator, _Retry()).not_before <= now
         }
         if not due:
             return

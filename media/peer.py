@@ -22,6 +22,7 @@ whether the session still exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -40,23 +41,23 @@ from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtpPacket
 
+from .aiortc_compat import enlarge_receive_buffers, install_rtcp_observer, install_tap
 from .audio.handover import replace_track
 from .audio.idle import IdleTrack
 from .audio.inbound import InboundOpus, InboundStats
-from .aiortc_compat import enlarge_receive_buffers, install_rtcp_observer, install_tap
 from .audio.source import OpusSource
 from .backoff import Backoff
 from .realtime import (
+    PeerNotReady,
     RealtimeClient,
     RealtimeError,
-    PeerNotReady,
     RealtimeItemError,
     SessionDescription,
     SessionGone,
-    TransientError,
     TrackLocator,
     TrackRequest,
     TrackResult,
+    TransientError,
 )
 from .sdp_shaping import (
     NegotiatedMap,
@@ -532,7 +533,9 @@ class RealtimePeer:
             )
             await self._apply_answer(result.session_description)
         failures: dict[str, RealtimeError] = {}
-        for publication, item in zip(publications, _padded(result.tracks, len(publications))):
+        for publication, item in zip(
+            publications, _padded(result.tracks, len(publications)), strict=False
+        ):
             if item is not None and item.error is not None:
                 failures[publication.name] = item.error
                 continue
@@ -563,10 +566,8 @@ class RealtimePeer:
             # Reused by the next publish, never stopped (docs/webrtc-interop.md §1.4).
             self._reusable.append(transceiver)
 
-        try:
+        with contextlib.suppress(PeerUnavailable):  # the recovery does not push it again
             await self._negotiate(close)
-        except PeerUnavailable:
-            pass  # the recovery does not push it again
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -667,10 +668,8 @@ class RealtimePeer:
                 result = await self._client.close_tracks(self._session_id, [mid], offer)
                 await self._apply_answer(result.session_description)
 
-        try:
+        with contextlib.suppress(PeerUnavailable):  # the recovery does not pull it again
             await self._negotiate(close)
-        except PeerUnavailable:
-            pass  # the recovery does not pull it again
 
     # -- statistics --------------------------------------------------------------------------
 

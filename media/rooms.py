@@ -107,7 +107,9 @@ class RoomDirectory(ABC):
     is unreachable (`RedisDirectory`: `RedisError`; its `set_speaking` logs and drops)."""
 
     @abstractmethod
-    async def join(self, room: str, member_id: str, kind: MemberKind, display_name: str) -> None: ...
+    async def join(
+        self, room: str, member_id: str, kind: MemberKind, display_name: str
+    ) -> None: ...
 
     @abstractmethod
     async def leave(self, room: str, member_id: str) -> None: ...
@@ -119,7 +121,9 @@ class RoomDirectory(ABC):
     async def unpublish(self, room: str, member_id: str, track: TrackInfo) -> None: ...
 
     @abstractmethod
-    async def set_speaking(self, room: str, member_id: str, track_name: str, speaking: bool) -> None: ...
+    async def set_speaking(
+        self, room: str, member_id: str, track_name: str, speaking: bool
+    ) -> None: ...
 
     @abstractmethod
     async def members(self, room: str) -> list[Member]: ...
@@ -187,7 +191,7 @@ class InMemoryDirectory(RoomDirectory):
 
     async def publish(self, room: str, member_id: str, track: TrackInfo) -> None:
         member = self._member(room, member_id)
-        tracks = tuple(t for t in member.tracks if t.track_name != track.track_name) + (track,)
+        tracks = (*tuple(t for t in member.tracks if t.track_name != track.track_name), track)
         self._rooms[room][member_id] = replace(member, tracks=tracks)
         self._broadcast(room, TrackPublished(room, member_id, track))
 
@@ -202,7 +206,9 @@ class InMemoryDirectory(RoomDirectory):
         )
         self._broadcast(room, TrackRemoved(room, member_id, track))
 
-    async def set_speaking(self, room: str, member_id: str, track_name: str, speaking: bool) -> None:
+    async def set_speaking(
+        self, room: str, member_id: str, track_name: str, speaking: bool
+    ) -> None:
         member = self._rooms.get(room, {}).get(member_id)
         if member is None or (track_name in member.speaking) == speaking:
             return

@@ -337,7 +337,7 @@ class RedisDirectory(RoomDirectory):
         return sorted(found, key=lambda m: (m.joined_at, m.member_id))
 
     async def rooms(self) -> list[str]:
-        return sorted(await self._redis.smembers(self._rooms_key()))
+        return sorted(_text(room) for room in await self._redis.smembers(self._rooms_key()))
 
     # -- events ------------------------------------------------------------------------------
 
@@ -436,13 +436,14 @@ class RedisDirectory(RoomDirectory):
     async def sweep(self) -> int:
         """Remove and announce the members whose owner is gone; how many were removed."""
         removed = 0
-        for room in await self._redis.smembers(self._rooms_key()):
+        for key in await self._redis.smembers(self._rooms_key()):
+            room = _text(key)
             raw = await self._redis.hgetall(self._members_key(room))
             by_owner: dict[str, list[str]] = {}
             for member_id, text in raw.items():
                 owned = decode_member(text)
                 if owned is not None and owned.owner != self.owner:
-                    by_owner.setdefault(owned.owner, []).append(member_id)
+                    by_owner.setdefault(owned.owner, []).append(_text(member_id))
             for owner, member_ids in by_owner.items():
                 if await self._redis.exists(self._owner_key(owner)):
                     continue
@@ -466,3 +467,8 @@ class RedisDirectory(RoomDirectory):
 
         await self._atomically(room, body)
         return expired
+
+
+def _text(value: bytes | str) -> str:
+    """The client decodes responses; its type hints still allow bytes."""
+    return value.decode() if isinstance(value, bytes) else value

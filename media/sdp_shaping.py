@@ -19,8 +19,8 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters
 
 __all__ = [
-    "NegotiatedMap",
     "OPUS_FMTP",
+    "NegotiatedMap",
     "rejected_mids",
     "set_local_description",
     "shape_answer",

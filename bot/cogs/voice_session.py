@@ -73,11 +73,15 @@ class VoiceSession(commands.Cog):
             return
         mapping = await self.store.get(channel.guild.id, channel.id)
         if mapping is None:
-            await reply(interaction, f"{channel.mention} is not linked to a room. {link_hint(channel)}")
+            await reply(
+                interaction, f"{channel.mention} is not linked to a room. {link_hint(channel)}"
+            )
             return
         active = self.bridges.active(channel.guild.id)
         if active is not None and active.channel_id == channel.id:
-            await reply(interaction, f"{channel.mention} is already bridged into **{active.room}**.")
+            await reply(
+                interaction, f"{channel.mention} is already bridged into **{active.room}**."
+            )
             return
         if active is not None:
             await reply(interaction, _already_bridging(active.channel_id))
@@ -89,11 +93,13 @@ class VoiceSession(commands.Cog):
             await reply(interaction, _already_bridging(exc.active.channel_id))
             return
         except (discord.ClientException, TimeoutError) as exc:
-            logger.warning("join failed guild=%s channel=%s error=%s", channel.guild.id, channel.id, exc)
+            logger.warning(
+                "join failed guild=%s channel=%s error=%s", channel.guild.id, channel.id, exc
+            )
             await reply(
                 interaction,
-                f"I could not connect to {channel.mention}: check that I have the Connect and Speak "
-                "permissions there, then try again.",
+                f"I could not connect to {channel.mention}: check that I have the Connect and "
+                "Speak permissions there, then try again.",
             )
             return
         await announce(interaction, f"Bridged {channel.mention} into room **{active.room}**.")
@@ -123,12 +129,17 @@ class VoiceSession(commands.Cog):
             interaction, f"Left <#{active.channel_id}>; room **{active.room}** goes on without it."
         )
 
-    @app_commands.command(name="status", description="Who is in this server's room, and how the link is")
+    @app_commands.command(
+        name="status", description="Who is in this server's room, and how the link is"
+    )
     async def status(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
         active = self.bridges.active(interaction.guild_id)
         if active is None:
-            await reply(interaction, "Nothing is bridged in this server. Use `/join` in a linked voice channel.")
+            await reply(
+                interaction,
+                "Nothing is bridged in this server. Use `/join` in a linked voice channel.",
+            )
             return
         members = await self.directory.members(active.room)
         lines = [f"Room **{active.room}** — bridged from <#{active.channel_id}>"]
@@ -177,7 +188,9 @@ class VoiceSession(commands.Cog):
                     try:
                         await self._follow_auto(channel)
                     except Exception:
-                        logger.exception("auto start failed guild=%s channel=%s", guild.id, channel.id)
+                        logger.exception(
+                            "auto start failed guild=%s channel=%s", guild.id, channel.id
+                        )
 
     @commands.Cog.listener()
     async def on_voice_state_update(
@@ -190,7 +203,9 @@ class VoiceSession(commands.Cog):
                 try:
                     await self._follow_auto(channel)
                 except Exception:
-                    logger.exception("auto mode failed guild=%s channel=%s", channel.guild.id, channel.id)
+                    logger.exception(
+                        "auto mode failed guild=%s channel=%s", channel.guild.id, channel.id
+                    )
 
     async def _follow_auto(self, channel: discord.VoiceChannel) -> None:
         mapping = await self.store.get(channel.guild.id, channel.id)
@@ -204,7 +219,11 @@ class VoiceSession(commands.Cog):
                 pending.cancel()
             if active is None:
                 await self.bridges.start(channel, mapping.room, mapping.mode)
-        elif active is not None and active.channel_id == channel.id and channel.guild.id not in self._leaving:
+        elif (
+            active is not None
+            and active.channel_id == channel.id
+            and channel.guild.id not in self._leaving
+        ):
             self._leaving[channel.guild.id] = asyncio.create_task(self._leave_later(channel))
 
     async def _leave_later(self, channel: discord.VoiceChannel) -> None:

@@ -17,9 +17,10 @@ websocket. Such a frame is held, with that user's later frames queued behind it,
 every `DAVE_RETRY_INTERVAL_S` for up to `DAVE_RETRY_MS`. Held frames are always retried, in
 order, before a newer frame of the same user is decrypted: davey refuses any frame older than
 the first one it decrypted under a new key (gaps after that are tolerated), so once a later
-frame has opened the new epoch an earlier one never decrypts. A held frame is given up (silence in its place, counted
-in `dave_failures`) only after a retry against the current state failed and either a later
-frame of that user decrypted (so it is bad: tampered, replayed) or its time is up.
+frame has opened the new epoch an earlier one never decrypts. A held frame is given up
+(silence in its place, counted in `dave_failures`) only after a retry against the current
+state failed and either a later frame of that user decrypted (so it is bad: tampered,
+replayed) or its time is up.
 """
 
 from __future__ import annotations

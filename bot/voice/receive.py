@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -114,10 +115,8 @@ class VoiceReceiver:
         if error is not None:
             logger.warning("voice_recv reader stopped with %r", error)
         if self._on_reader_ended is not None and self._loop is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
                 self._loop.call_soon_threadsafe(self._on_reader_ended, error)
-            except RuntimeError:
-                pass  # the loop is closed: nobody is left to tell
 
     # -- voice_recv's router thread ---------------------------------------------------------
 
@@ -130,10 +129,8 @@ class VoiceReceiver:
         self._inbox.append((packet.ssrc, packet.timestamp, bytes(opus)))
         if not self._scheduled and self._loop is not None:
             self._scheduled = True
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:
-                pass
 
     # -- the event loop ---------------------------------------------------------------------
 

@@ -248,7 +248,9 @@ class WebApi:
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
             "X-Frame-Options": "DENY",
-            "Permissions-Policy": "microphone=(self), camera=(), geolocation=(), display-capture=()",
+            "Permissions-Policy": (
+                "microphone=(self), camera=(), geolocation=(), display-capture=()"
+            ),
             "Cross-Origin-Opener-Policy": "same-origin",
             "Cross-Origin-Resource-Policy": "same-origin",
             "Cache-Control": "no-cache",

@@ -75,7 +75,7 @@ def negotiated_extensions(
 
 
 def dtls_role(sctp: RTCSctpTransport) -> str:
-    """"client" or "server": which parity of SCTP stream ids this side allocates."""
+    """ "client" or "server": which parity of SCTP stream ids this side allocates."""
     return str(sctp.transport._role)
 
 

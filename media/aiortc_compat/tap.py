@@ -59,7 +59,9 @@ def install_tap(receiver: RTCRtpReceiver, handler: RtpHandler) -> None:
     receiver.receive = receive  # type: ignore[method-assign]
 
 
-def install_rtcp_observer(endpoint: RTCRtpReceiver | RTCRtpSender, observe: Callable[[], None]) -> None:
+def install_rtcp_observer(
+    endpoint: RTCRtpReceiver | RTCRtpSender, observe: Callable[[], None]
+) -> None:
     """Call `observe()` for each RTCP packet routed to `endpoint` (a sender gets the remote's
     receiver reports, a receiver its sender reports): proof that the path is alive even when
     no media flows. The router looks `_handle_rtcp_packet` up per instance, as for RTP."""

@@ -53,7 +53,8 @@ class OpusSource:
         self.dropped = 0
 
     def push(self, payload: bytes, timestamp: int | None = None) -> None:
-        """Queue one 20 ms Opus packet; `timestamp` in 48 kHz units, default: right after the last."""
+        """Queue one 20 ms Opus packet; `timestamp` in 48 kHz units (default: right after the
+        last one)."""
         if timestamp is None:
             timestamp = self._next_timestamp
         self._next_timestamp = timestamp + FRAME_SAMPLES

@@ -38,8 +38,8 @@ from .turn import TurnClient
 
 __all__ = [
     "CLOSE_TRACK_ERROR",
-    "HTTP_RETRY",
     "EMPTY_TRACK_ERROR",
+    "HTTP_RETRY",
     "MAX_TRACKS_PER_REQUEST",
     "NOT_FOUND_TRACK_ERROR",
     "CloseTracksResult",

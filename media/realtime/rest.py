@@ -16,8 +16,8 @@ from typing import Any, Self
 
 import httpx
 
-from .errors import PeerNotReady, RealtimeError, TransientError, error_from_response
 from ..backoff import Backoff
+from .errors import PeerNotReady, RealtimeError, TransientError, error_from_response
 from .retry import retry_attempts
 
 __all__ = ["ApiClient", "ErrorObserver", "RestApi"]
@@ -142,7 +142,9 @@ class RestApi:
                 session_id,
                 type(exc).__name__,
             )
-            transient = TransientError(f"{op} failed: {type(exc).__name__}: {self._scrub(str(exc))}")
+            transient = TransientError(
+                f"{op} failed: {type(exc).__name__}: {self._scrub(str(exc))}"
+            )
             transient.sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             self.observe(transient)
             raise transient from exc

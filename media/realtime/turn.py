@@ -11,10 +11,10 @@ from urllib.parse import quote
 
 import httpx
 
+from ..backoff import Backoff
 from .errors import RealtimeError
 from .models import IceServers
 from .rest import DEFAULT_TIMEOUT_S, ApiClient, RestApi
-from ..backoff import Backoff
 from .retry import HTTP_RETRY
 
 __all__ = ["DEFAULT_TTL_S", "TurnClient"]

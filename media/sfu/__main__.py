@@ -55,10 +55,14 @@ def parse_args(argv: list[str] | None = None) -> SfuConfig:
     try:
         port = int(pick(args.port, "SWITCHBOARD_SFU_PORT", "port", 8787))
     except ValueError:
-        sys.exit("sfu port must be an integer (flag --port, env SWITCHBOARD_SFU_PORT or [sfu] port)")
+        sys.exit(
+            "sfu port must be an integer (flag --port, env SWITCHBOARD_SFU_PORT or [sfu] port)"
+        )
     app_id = str(pick(args.app_id, "SWITCHBOARD_SFU_APP_ID", "app_id", DEV_APP_ID))
     try:
-        return SfuConfig.serving(host, port, app_id, os.environ.get("SWITCHBOARD_SFU_APP_SECRET") or None)
+        return SfuConfig.serving(
+            host, port, app_id, os.environ.get("SWITCHBOARD_SFU_APP_SECRET") or None
+        )
     except ValueError as exc:
         sys.exit(str(exc))
 

@@ -15,7 +15,7 @@ from .openapi import openapi_document
 from .registry import Registry
 from .session import SfuSession
 
-__all__ = ["build_app", "MAX_BODY_BYTES"]
+__all__ = ["MAX_BODY_BYTES", "build_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +43,22 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return _json(exc.to_json(), exc.status)
     except web.HTTPRequestEntityTooLarge:
         return _json(
-            {"errorCode": "invalid_params", "errorDescription": f"request body exceeds {MAX_BODY_BYTES} bytes"},
+            {
+                "errorCode": "invalid_params",
+                "errorDescription": f"request body exceeds {MAX_BODY_BYTES} bytes",
+            },
             413,
         )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json({"errorCode": "not_found" if exc.status == 404 else "invalid_params",
-                      "errorDescription": exc.reason}, exc.status)
+        return _json(
+            {
+                "errorCode": "not_found" if exc.status == 404 else "invalid_params",
+                "errorDescription": exc.reason,
+            },
+            exc.status,
+        )
     except Exception:
         logger.exception("unhandled error path=%s", request.path)
         return _json({"errorCode": "internal_error", "errorDescription": "internal error"}, 500)
@@ -155,7 +163,11 @@ async def update_tracks(request: web.Request) -> web.Response:
     req = models.tracks_request(await _body(request))
     # Simulcast and layer preferences are video concepts; audio tracks accept them as no-ops.
     tracks = [
-        {k: v for k, v in (("mid", t.mid), ("trackName", t.track_name), ("sessionId", t.session_id)) if v}
+        {
+            k: v
+            for k, v in (("mid", t.mid), ("trackName", t.track_name), ("sessionId", t.session_id))
+            if v
+        }
         for t in req.tracks
     ]
     return _json({"requiresImmediateRenegotiation": False, "tracks": tracks})
@@ -257,8 +269,10 @@ async def not_found(request: web.Request) -> web.Response:
             allowed |= (await resource.resolve(request))[1]
     if allowed:
         return web.json_response(
-            {"errorCode": "method_not_allowed",
-             "errorDescription": f"{request.method} is not allowed on {request.path}"},
+            {
+                "errorCode": "method_not_allowed",
+                "errorDescription": f"{request.method} is not allowed on {request.path}",
+            },
             status=405,
             headers={"Allow": ", ".join(sorted(allowed))},
         )

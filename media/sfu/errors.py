@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "ApiError",
-    "ItemError",
     "CLOSE_TRACK_ERROR",
     "NOT_FOUND_TRACK_ERROR",
+    "ApiError",
+    "ItemError",
 ]
 
 NOT_FOUND_TRACK_ERROR = "not_found_track_error"

@@ -18,12 +18,12 @@ from .datachannels import MAX_CHANNELS_PER_REQUEST
 from .errors import ApiError
 
 __all__ = [
+    "MAX_TRACKS_PER_REQUEST",
+    "SERVER_EVENTS_CHANNEL",
     "CloseTracksRequest",
     "DataChannelItem",
     "DataChannelsRequest",
     "EstablishRequest",
-    "MAX_TRACKS_PER_REQUEST",
-    "SERVER_EVENTS_CHANNEL",
     "SessionDescription",
     "TrackItem",
     "TracksRequest",
@@ -319,7 +319,9 @@ def datachannels_request(body: dict[str, Any]) -> DataChannelsRequest:
         if not name:
             raise ApiError.invalid_params(f"{where}.dataChannelName is required")
         _channel_options(item, where)
-        channels.append(DataChannelItem(location=location, name=name, session_id=item.get("sessionId")))
+        channels.append(
+            DataChannelItem(location=location, name=name, session_id=item.get("sessionId"))
+        )
     return DataChannelsRequest(channels=tuple(channels))
 
 

@@ -29,7 +29,9 @@ def _string(**extra: Any) -> Schema:
     return {"type": "string", **extra}
 
 
-def _closed(properties: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:
+def _closed(
+    properties: dict[str, Schema], required: list[str] | None = None, **extra: Any
+) -> Schema:
     schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
     if required:
         schema["required"] = required
@@ -48,7 +50,9 @@ def _open(properties: dict[str, Schema], required: list[str] | None = None, **ex
 LOCATION = _string(enum=["local", "remote"])
 STATUS = _string(enum=["active", "inactive", "initializing"])
 ITEM_ERROR = {
-    "errorCode": _string(description="Set only on an item that failed; the request still succeeded."),
+    "errorCode": _string(
+        description="Set only on an item that failed; the request still succeeded."
+    ),
     "errorDescription": _string(),
 }
 
@@ -71,8 +75,8 @@ SCHEMAS: dict[str, Schema] = {
         {
             "location": LOCATION,
             "mid": _string(
-                description="The transceiver's mid; on a pull `#<trackName>` reuses the transceiver "
-                "of this session's own published track."
+                description="The transceiver's mid; on a pull `#<trackName>` reuses the "
+                "transceiver of this session's own published track."
             ),
             "sessionId": _string(description="The publisher's session (remote tracks)."),
             "trackName": _string(),
@@ -85,14 +89,20 @@ SCHEMAS: dict[str, Schema] = {
     "TracksRequest": _open(
         {
             "sessionDescription": _ref("SessionDescription"),
-            "tracks": {"type": "array", "maxItems": MAX_TRACKS_PER_REQUEST, "items": _ref("TrackObject")},
+            "tracks": {
+                "type": "array",
+                "maxItems": MAX_TRACKS_PER_REQUEST,
+                "items": _ref("TrackObject"),
+            },
             "autoDiscover": {"type": "boolean"},
         },
         description="Push: an offer plus local tracks naming its mids (the SFU answers). Pull: "
         "remote tracks without an offer (the SFU offers; answer it with PUT renegotiate). "
         "tracks/new needs at least one track unless autoDiscover is set.",
     ),
-    "RenegotiateRequest": _open({"sessionDescription": _ref("SessionDescription")}, ["sessionDescription"]),
+    "RenegotiateRequest": _open(
+        {"sessionDescription": _ref("SessionDescription")}, ["sessionDescription"]
+    ),
     "CloseTrackObject": _open({"mid": _string(minLength=1)}, ["mid"]),
     "CloseTracksRequest": _open(
         {
@@ -159,7 +169,9 @@ SCHEMAS: dict[str, Schema] = {
         {"ttl": {"type": "integer", "minimum": 1, "description": "Lifetime in seconds."}}
     ),
     # -- responses (closed: exactly what the handlers send) ------------------------------
-    "Error": _closed({"errorCode": _string(), "errorDescription": _string()}, ["errorCode", "errorDescription"]),
+    "Error": _closed(
+        {"errorCode": _string(), "errorDescription": _string()}, ["errorCode", "errorDescription"]
+    ),
     "SessionDescriptionOut": _closed(
         {"type": _string(enum=["offer", "answer"]), "sdp": _string()}, ["type", "sdp"]
     ),
@@ -188,7 +200,9 @@ SCHEMAS: dict[str, Schema] = {
             "requiresImmediateRenegotiation": {"type": "boolean"},
             "tracks": {
                 "type": "array",
-                "items": _closed({"mid": _string(), "trackName": _string(), "sessionId": _string()}),
+                "items": _closed(
+                    {"mid": _string(), "trackName": _string(), "sessionId": _string()}
+                ),
             },
         },
         ["requiresImmediateRenegotiation", "tracks"],
@@ -368,7 +382,11 @@ PATHS: dict[str, Any] = {
         "post": _operation(
             "newSession",
             "Create a session, optionally answering the client's first offer",
-            ("201", "NewSessionResponse", "Created; sessionDescription is the SFU's answer when an offer was sent."),
+            (
+                "201",
+                "NewSessionResponse",
+                "Created; sessionDescription is the SFU's answer when an offer was sent.",
+            ),
             _BODY,
             body="NewSessionRequest",
             body_required=False,
@@ -393,8 +411,12 @@ PATHS: dict[str, Any] = {
         "post": _operation(
             "newTracks",
             "Push (publish) or pull (subscribe) tracks",
-            ("200", "TracksResponse", "Done; single items may carry errorCode (not_found_track_error "
-             'with mid "" when the publisher is not sending yet: retry).'),
+            (
+                "200",
+                "TracksResponse",
+                "Done; single items may carry errorCode (not_found_track_error "
+                'with mid "" when the publisher is not sending yet: retry).',
+            ),
             _NEEDS_PEER,
             body="TracksRequest",
             parameters=[APP_ID, SESSION_ID],
@@ -424,7 +446,11 @@ PATHS: dict[str, Any] = {
         "put": _operation(
             "closeTracks",
             "Close pushed or pulled tracks by mid",
-            ("200", "TracksResponse", "Done; an unknown or already closed mid carries close_track_error."),
+            (
+                "200",
+                "TracksResponse",
+                "Done; an unknown or already closed mid carries close_track_error.",
+            ),
             _NEEDS_PEER,
             body="CloseTracksRequest",
             parameters=[APP_ID, SESSION_ID],
@@ -445,8 +471,12 @@ PATHS: dict[str, Any] = {
         "post": _operation(
             "establishDataChannels",
             "Set up the datachannel transport by pulling the server-events channel",
-            ("200", "EstablishDataChannelsResponse", "The server-events channel; an SFU offer when "
-             "requiresImmediateRenegotiation is true, else the answer to the client's offer."),
+            (
+                "200",
+                "EstablishDataChannelsResponse",
+                "The server-events channel; an SFU offer when "
+                "requiresImmediateRenegotiation is true, else the answer to the client's offer.",
+            ),
             _NEEDS_PEER,
             body="EstablishDataChannelsRequest",
             body_required=False,
@@ -524,7 +554,11 @@ offer is unanswered gets 406.
 def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
-        "info": {"title": "Switchboard local SFU (Cloudflare Realtime API)", "version": "1.0", "description": DESCRIPTION},
+        "info": {
+            "title": "Switchboard local SFU (Cloudflare Realtime API)",
+            "version": "1.0",
+            "description": DESCRIPTION,
+        },
         "servers": [{"url": "/v1", "description": "relative to this document's host"}],
         "security": [{"bearer": []}],
         "paths": PATHS,

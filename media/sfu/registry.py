@@ -7,12 +7,12 @@ import logging
 import secrets
 import time
 
-from .errors import ApiError
 from .datachannels import ChannelPublication
+from .errors import ApiError
 from .forwarder import Publication
 from .session import SessionState, SfuSession
 
-__all__ = ["Registry", "TRACK_IDLE_S", "SESSION_REUSE_S"]
+__all__ = ["SESSION_REUSE_S", "TRACK_IDLE_S", "Registry"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,9 @@ NEVER_CONNECTED_S = 120.0
 
 
 class Registry:
-    def __init__(self, track_idle_s: float = TRACK_IDLE_S, session_reuse_s: float = SESSION_REUSE_S) -> None:
+    def __init__(
+        self, track_idle_s: float = TRACK_IDLE_S, session_reuse_s: float = SESSION_REUSE_S
+    ) -> None:
         self.track_idle_s = track_idle_s
         self.session_reuse_s = session_reuse_s
         self._sessions: dict[str, SfuSession] = {}
@@ -102,18 +104,24 @@ class Registry:
             if publication.idle_for(now) > self.track_idle_s:
                 logger.info(
                     "track collected after %.0f s without packets session_id=%s track=%s",
-                    self.track_idle_s, publication.session_id, publication.track_name,
+                    self.track_idle_s,
+                    publication.session_id,
+                    publication.track_name,
                 )
                 publication.close()
                 self.unpublished(publication)
         for session in list(self._sessions.values()):
-            gone = session.state is SessionState.CLOSED or (
-                session.state is SessionState.DISCONNECTED
-                and session.disconnected_at is not None
-                and now - session.disconnected_at > self.session_reuse_s
-            ) or (
-                session.state is SessionState.NEW
-                and now - self._created_at.get(session.id, now) > NEVER_CONNECTED_S
+            gone = (
+                session.state is SessionState.CLOSED
+                or (
+                    session.state is SessionState.DISCONNECTED
+                    and session.disconnected_at is not None
+                    and now - session.disconnected_at > self.session_reuse_s
+                )
+                or (
+                    session.state is SessionState.NEW
+                    and now - self._created_at.get(session.id, now) > NEVER_CONNECTED_S
+                )
             )
             if gone:
                 logger.info("session gone session_id=%s state=%s", session.id, session.state.value)

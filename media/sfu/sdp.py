@@ -59,16 +59,23 @@ def parse(text: str, expected_type: str) -> ClientSdp:
                 c.mimeType.lower() == "audio/opus" for c in media.rtp.codecs
             ):
                 raise ApiError.invalid_sdp(f"{where}: opus is required")
-        if expected_type == "answer" and media.port != 0 and media.dtls.role not in (
-            "client",
-            "server",
+        if (
+            expected_type == "answer"
+            and media.port != 0
+            and media.dtls.role
+            not in (
+                "client",
+                "server",
+            )
         ):
             raise ApiError.invalid_sdp(f"{where}: answer must set a=setup:active or passive")
     bundle = next((g for g in description.group if g.semantic == "BUNDLE"), None)
     if bundle is not None:
         unknown = [str(mid) for mid in bundle.items if str(mid) not in mids]
         if unknown:
-            raise ApiError.invalid_sdp(f"a=group:BUNDLE names mids with no m-line: {', '.join(unknown)}")
+            raise ApiError.invalid_sdp(
+                f"a=group:BUNDLE names mids with no m-line: {', '.join(unknown)}"
+            )
     defaulted = False
     for media in description.media:
         if media.kind == "audio" and media.direction is None:
@@ -76,4 +83,3 @@ def parse(text: str, expected_type: str) -> ClientSdp:
             defaulted = True
     # aiortc reads the text itself and cannot answer a section without a direction.
     return ClientSdp(description, str(description) if defaulted else text)
-

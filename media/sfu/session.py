@@ -30,7 +30,6 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtpPacket
 
-from ..audio.idle import IdleTrack
 from ..aiortc_compat import (
     data_channel_ids,
     dtls_role,
@@ -42,6 +41,7 @@ from ..aiortc_compat import (
     negotiated_extensions,
     transceiver_list,
 )
+from ..audio.idle import IdleTrack
 from ..sdp_shaping import (
     NegotiatedMap,
     rejected_mids,
@@ -163,7 +163,9 @@ class SfuSession:
         self.state = SessionState.NEW
         self.disconnected_at: float | None = None
         self._directory = directory
-        self._channels: dict[int, tuple[RTCDataChannel, ChannelStatus, ChannelPublication | None]] = {}
+        self._channels: dict[
+            int, tuple[RTCDataChannel, ChannelStatus, ChannelPublication | None]
+        ] = {}
         self._server_events: RTCDataChannel | None = None
         self._connected = asyncio.Event()
         self._negotiated_once = False
@@ -255,7 +257,9 @@ class SfuSession:
                 continue
             self._tapped.add(receiver)
 
-            async def route(packet: RtpPacket, arrival_ms: int, t: RTCRtpTransceiver = transceiver) -> None:
+            async def route(
+                packet: RtpPacket, arrival_ms: int, t: RTCRtpTransceiver = transceiver
+            ) -> None:
                 publication = self._published.get(t.mid) if t.mid is not None else None
                 if publication is not None:
                     await publication.on_rtp(packet, arrival_ms)
@@ -280,8 +284,8 @@ class SfuSession:
 
     def _moves_transport(self, offer: aiortc_sdp.SessionDescription) -> bool:
         """A browser builds a new transport when the first mid of its BUNDLE group changes
-        (docs/webrtc-interop.md §2.3): its tag m-line was rejected, or a recycled slot now comes first.
-        Only that moves it; an m-line merely made inactive keeps the transport."""
+        (docs/webrtc-interop.md §2.3): its tag m-line was rejected, or a recycled slot now
+        comes first. Only that moves it; an m-line merely made inactive keeps the transport."""
         tag = _bundle_tag(offer)
         return self._bundle_tag is not None and tag is not None and tag != self._bundle_tag
 
@@ -295,8 +299,10 @@ class SfuSession:
         for index, old in enumerate(before):
             new = offer.media[index] if index < len(offer.media) else None
             recyclable = old.port == 0 or old.rtp.muxId in self._closed_mids
-            if new is None or new.kind != old.kind or (
-                new.rtp.muxId != old.rtp.muxId and not recyclable
+            if (
+                new is None
+                or new.kind != old.kind
+                or (new.rtp.muxId != old.rtp.muxId and not recyclable)
             ):
                 raise ApiError.invalid_sdp(
                     f"the offer must keep m-line {index} ({old.kind}, mid {old.rtp.muxId}) in its "
@@ -310,10 +316,11 @@ class SfuSession:
 
         The same aiortc connection cannot follow (its DTLS transport closes and cannot
         restart); a fresh one can, since the moved transport has no remote parameters yet and
-        accepts the new ICE and DTLS ones of the answer (docs/webrtc-interop.md §2.3). Publications and
-        subscriptions belong to the session, not to the connection: the new receivers are
-        tapped into the same publications by mid, each subscription takes over the new sender
-        under its old SSRC, so the client's streams go on, and datachannels are opened again.
+        accepts the new ICE and DTLS ones of the answer (docs/webrtc-interop.md §2.3).
+        Publications and subscriptions belong to the session, not to the connection: the new
+        receivers are tapped into the same publications by mid, each subscription takes over
+        the new sender under its old SSRC, so the client's streams go on, and datachannels are
+        opened again.
         """
         offer = client.description
         pc = _new_connection()
@@ -349,7 +356,11 @@ class SfuSession:
         logger.info(
             "session follows a transport move session_id=%s bundle_tag=%s->%s publications=%d "
             "subscriptions=%d",
-            self.id, self._bundle_tag, _bundle_tag(offer), len(self._published), len(self._pulled),
+            self.id,
+            self._bundle_tag,
+            _bundle_tag(offer),
+            len(self._published),
+            len(self._pulled),
         )
 
     def _move_channels(self, pc: RTCPeerConnection) -> None:
@@ -381,7 +392,9 @@ class SfuSession:
         finally:
             await old.close()
 
-    async def _apply_client_offer(self, description: SessionDescription) -> aiortc_sdp.SessionDescription:
+    async def _apply_client_offer(
+        self, description: SessionDescription
+    ) -> aiortc_sdp.SessionDescription:
         if description.type != "offer":
             raise ApiError.invalid_sdp("sessionDescription must be an offer here")
         self._require_stable()
@@ -480,7 +493,9 @@ class SfuSession:
         mid = transceiver.mid or ""
         if any(p.track_name == track_name and p.is_active for p in self._published.values()):
             return TrackResult(
-                track_name, mid, error=ItemError("invalid_params", f"track {track_name!r} is already published")
+                track_name,
+                mid,
+                error=ItemError("invalid_params", f"track {track_name!r} is already published"),
             )
         publication = Publication(self.id, track_name, mid)
         self._published[mid] = publication
@@ -491,13 +506,17 @@ class SfuSession:
     def _pull_item_error(self, item: TrackItem) -> TrackResult | None:
         if not item.session_id or not item.track_name:
             return TrackResult(
-                item.track_name, "", item.session_id,
+                item.track_name,
+                "",
+                item.session_id,
                 ItemError("invalid_params", "a remote track needs sessionId and trackName"),
             )
         publication = self._directory.lookup(item.session_id, item.track_name)
         if publication is None or not publication.is_sending:
             return TrackResult(
-                item.track_name, "", item.session_id,
+                item.track_name,
+                "",
+                item.session_id,
                 ItemError(
                     NOT_FOUND_TRACK_ERROR,
                     f"track {item.track_name!r} of session {item.session_id} is not published or "
@@ -531,15 +550,27 @@ class SfuSession:
             media = offered.get(mid)
             if transceiver is None or media is None or media.port == 0:
                 results.append(
-                    TrackResult(item.track_name, mid, item.session_id,
-                                ItemError("invalid_params", f"mid {mid!r} is not an open m-line of the offer"))
+                    TrackResult(
+                        item.track_name,
+                        mid,
+                        item.session_id,
+                        ItemError(
+                            "invalid_params", f"mid {mid!r} is not an open m-line of the offer"
+                        ),
+                    )
                 )
                 continue
             if item.location == "local":
                 if media.direction not in ("sendonly", "sendrecv") or not item.track_name:
                     results.append(
-                        TrackResult(item.track_name, mid, error=ItemError(
-                            "invalid_params", f"mid {mid} does not send, or trackName is missing"))
+                        TrackResult(
+                            item.track_name,
+                            mid,
+                            error=ItemError(
+                                "invalid_params",
+                                f"mid {mid} does not send, or trackName is missing",
+                            ),
+                        )
                     )
                     continue
                 named.add(mid)
@@ -583,7 +614,11 @@ class SfuSession:
         for item in items:
             if item.location == "local":
                 if not item.track_name:
-                    results.append(TrackResult(None, "", error=ItemError("invalid_params", "trackName is required")))
+                    results.append(
+                        TrackResult(
+                            None, "", error=ItemError("invalid_params", "trackName is required")
+                        )
+                    )
                     continue
                 self._ensure_placeholder()
                 transceiver = self.pc.addTransceiver("audio", direction="recvonly")
@@ -596,8 +631,17 @@ class SfuSession:
             if item.mid and item.mid.startswith("#"):
                 reused = self._bidirectional_transceiver(item.mid[1:])
                 if reused is None:
-                    results.append(TrackResult(item.track_name, "", item.session_id, ItemError(
-                        "invalid_params", f"no local track {item.mid[1:]!r} on this session to reuse")))
+                    results.append(
+                        TrackResult(
+                            item.track_name,
+                            "",
+                            item.session_id,
+                            ItemError(
+                                "invalid_params",
+                                f"no local track {item.mid[1:]!r} on this session to reuse",
+                            ),
+                        )
+                    )
                     continue
                 transceiver = reused
                 transceiver.direction = "sendrecv"
@@ -618,8 +662,13 @@ class SfuSession:
                 final.append(result)
             elif isinstance(result, _Pulled):
                 result.mid = result.transceiver.mid
-                final.append(TrackResult(result.subscription.publication.track_name, result.mid or "",
-                                         result.subscription.publication.session_id))
+                final.append(
+                    TrackResult(
+                        result.subscription.publication.track_name,
+                        result.mid or "",
+                        result.subscription.publication.session_id,
+                    )
+                )
             else:
                 transceiver, name = result
                 final.append(self._publish(transceiver, name))
@@ -639,11 +688,15 @@ class SfuSession:
         client = sdp.parse(description.sdp, "answer")
         answer = client.description
         offer = aiortc_sdp.SessionDescription.parse(self.pc.localDescription.sdp)
-        if [(m.kind, m.rtp.muxId) for m in answer.media] != [(m.kind, m.rtp.muxId) for m in offer.media]:
+        if [(m.kind, m.rtp.muxId) for m in answer.media] != [
+            (m.kind, m.rtp.muxId) for m in offer.media
+        ]:
             # aiortc would raise and stay in have-local-offer; refuse before touching it.
             raise ApiError.invalid_sdp("the answer's media sections do not match the offer's")
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=client.text, type="answer"))
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=client.text, type="answer")
+            )
         except Exception as exc:
             raise ApiError.invalid_sdp(f"answer rejected: {exc}") from None
         self._numbering.learn(answer)
@@ -688,13 +741,26 @@ class SfuSession:
             elif pulled is not None:
                 pulled.subscription.close()
                 pulled.transceiver.direction = "inactive"
-                self._ended_tracks.append(TrackStatus(
-                    "remote", mid, pulled.subscription.publication.track_name, "inactive",
-                    pulled.subscription.publication.session_id))
+                self._ended_tracks.append(
+                    TrackStatus(
+                        "remote",
+                        mid,
+                        pulled.subscription.publication.track_name,
+                        "inactive",
+                        pulled.subscription.publication.session_id,
+                    )
+                )
                 results.append(TrackResult(pulled.subscription.publication.track_name, mid))
             else:
-                results.append(TrackResult(None, mid, error=ItemError(
-                    "close_track_error", f"no open track with mid {mid!r} on this session")))
+                results.append(
+                    TrackResult(
+                        None,
+                        mid,
+                        error=ItemError(
+                            "close_track_error", f"no open track with mid {mid!r} on this session"
+                        ),
+                    )
+                )
                 continue
             self._closed_mids.add(mid)
         answer = None
@@ -705,14 +771,21 @@ class SfuSession:
 
     def track_statuses(self) -> list[TrackStatus]:
         statuses = [
-            TrackStatus("local", mid, p.track_name, p.state.value) for mid, p in self._published.items()
+            TrackStatus("local", mid, p.track_name, p.state.value)
+            for mid, p in self._published.items()
         ]
         for mid, pulled in self._pulled.items():
             publication = pulled.subscription.publication
             active = pulled.subscription.active and publication.state.value == "active"
-            statuses.append(TrackStatus(
-                "remote", mid, publication.track_name, "active" if active else "inactive",
-                publication.session_id))
+            statuses.append(
+                TrackStatus(
+                    "remote",
+                    mid,
+                    publication.track_name,
+                    "active" if active else "inactive",
+                    publication.session_id,
+                )
+            )
         statuses.extend(self._ended_tracks)
         return statuses
 
@@ -745,7 +818,10 @@ class SfuSession:
             self._server_events = channel
         assert channel.id is not None
         self._channels[channel.id] = (
-            channel, ChannelStatus("remote", SERVER_EVENTS, channel.id, ""), None)
+            channel,
+            ChannelStatus("remote", SERVER_EVENTS, channel.id, ""),
+            None,
+        )
         result = ChannelResult("remote", SERVER_EVENTS, channel_id=channel.id)
         return result, answer or offer, offer is not None
 
@@ -774,27 +850,50 @@ class SfuSession:
         for item in items:
             if item.location == "local":
                 if self._directory.lookup_channel(self.id, item.name) is not None:
-                    results.append(ChannelResult("local", item.name, error=ItemError(
-                        "invalid_params", f"datachannel {item.name!r} is already published")))
+                    results.append(
+                        ChannelResult(
+                            "local",
+                            item.name,
+                            error=ItemError(
+                                "invalid_params", f"datachannel {item.name!r} is already published"
+                            ),
+                        )
+                    )
                     continue
                 channel_id = self._allocate_channel_id()
                 channel = self.pc.createDataChannel(item.name, negotiated=True, id=channel_id)
                 publication = ChannelPublication(self.id, item.name, channel)
                 self._directory.channel_published(publication)
-                self._channels[channel_id] = (channel, ChannelStatus("local", item.name, channel_id, ""), publication)
+                self._channels[channel_id] = (
+                    channel,
+                    ChannelStatus("local", item.name, channel_id, ""),
+                    publication,
+                )
                 results.append(ChannelResult("local", item.name, channel_id=channel_id))
                 continue
             source = self._directory.lookup_channel(item.session_id or "", item.name)
             if source is None:
-                results.append(ChannelResult("remote", item.name, item.session_id, error=ItemError(
-                    "not_found_datachannel_error",
-                    f"datachannel {item.name!r} of session {item.session_id} is not published")))
+                results.append(
+                    ChannelResult(
+                        "remote",
+                        item.name,
+                        item.session_id,
+                        error=ItemError(
+                            "not_found_datachannel_error",
+                            f"datachannel {item.name!r} of session {item.session_id} "
+                            "is not published",
+                        ),
+                    )
+                )
                 continue
             channel_id = self._allocate_channel_id()
             channel = self.pc.createDataChannel(item.name, negotiated=True, id=channel_id)
             source.subscribers.append(channel)
             self._channels[channel_id] = (
-                channel, ChannelStatus("remote", item.name, channel_id, "", item.session_id), None)
+                channel,
+                ChannelStatus("remote", item.name, channel_id, "", item.session_id),
+                None,
+            )
             results.append(ChannelResult("remote", item.name, item.session_id, channel_id))
         return results
 
@@ -803,8 +902,17 @@ class SfuSession:
         for channel_id in ids:
             entry = self._channels.pop(channel_id, None)
             if entry is None:
-                results.append(ChannelResult("local", "", channel_id=channel_id, error=ItemError(
-                    "close_datachannel_error", f"no datachannel with id {channel_id} on this session")))
+                results.append(
+                    ChannelResult(
+                        "local",
+                        "",
+                        channel_id=channel_id,
+                        error=ItemError(
+                            "close_datachannel_error",
+                            f"no datachannel with id {channel_id} on this session",
+                        ),
+                    )
+                )
                 continue
             channel, status, publication = entry
             if publication is not None:
@@ -812,7 +920,9 @@ class SfuSession:
                 self._directory.channel_unpublished(publication)
             else:
                 channel.close()
-            results.append(ChannelResult(status.location, status.name, status.session_id, channel_id))
+            results.append(
+                ChannelResult(status.location, status.name, status.session_id, channel_id)
+            )
         return results
 
     def datachannel_statuses(self) -> list[ChannelStatus]:

@@ -25,7 +25,10 @@ class _Protocol(asyncio.DatagramProtocol):
             request = stun.parse_message(data)
         except ValueError:
             return  # not STUN; one bad datagram never matters
-        if request.message_method != stun.Method.BINDING or request.message_class != stun.Class.REQUEST:
+        if (
+            request.message_method != stun.Method.BINDING
+            or request.message_class != stun.Class.REQUEST
+        ):
             return
         response = stun.Message(
             message_method=stun.Method.BINDING,

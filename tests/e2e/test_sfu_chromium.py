@@ -196,7 +196,8 @@ class Browser:
 
     async def open(self, name: str) -> str:
         session_id = await self.js(
-            "const s = new sfu.SfuSession(...arg.cfg); sfu.sessions[arg.name] = s; return await s.open();",
+            "const s = new sfu.SfuSession(...arg.cfg); sfu.sessions[arg.name] = s;"
+            " return await s.open();",
             {"name": name, "cfg": [self.sfu.base_url, self.sfu.app_id, self.sfu.app_secret]},
         )
         self.session_ids[name] = session_id
@@ -241,22 +242,27 @@ class Browser:
         deadline = time.monotonic() + PUSH_RETRY_S
         body = [{"sessionId": sid, "trackName": track} for sid, track in items]
         while True:
-            result = await self.js("return await sfu.sessions[arg.name].pull(arg.items);",
-                                   {"name": name, "items": body})
+            result = await self.js(
+                "return await sfu.sessions[arg.name].pull(arg.items);",
+                {"name": name, "items": body},
+            )
             errors = [t.get("errorCode") for t in result["tracks"]]
             if errors == [None] * len(items):
                 assert result["requiresImmediateRenegotiation"] is True
                 assert result["sessionDescription"]["type"] == "offer"
                 return [t["mid"] for t in result["tracks"]]
             assert set(errors) <= {None, "not_found_track_error"}, result
-            assert not result["requiresImmediateRenegotiation"], "partial pulls are not retried here"
+            assert not result["requiresImmediateRenegotiation"], (
+                "partial pulls are not retried here"
+            )
             if time.monotonic() > deadline:
                 raise AssertionError(f"publisher never started sending: {result}")
             await asyncio.sleep(0.1)
 
     async def close(self, name: str, mids: list[str]) -> Closed:
-        out = await self.js("return await sfu.sessions[arg.name].close(arg.mids);",
-                            {"name": name, "mids": mids})
+        out = await self.js(
+            "return await sfu.sessions[arg.name].close(arg.mids);", {"name": name, "mids": mids}
+        )
         return Closed(out["status"], out["json"], out["renegotiationMs"] / 1000)
 
     async def bundle_tag(self, name: str) -> str:
@@ -338,7 +344,8 @@ class Browser:
         # its wildcard sockets and the peer-reflexive 127.0.0.1 the SFU saw.
         gathered = await self.js("return sfu.sessions[arg].localCandidates;", name)
         addresses = [c.split()[4] for c in gathered] + [
-            c.split()[1].rsplit(":", 1)[0] for c in stats["candidates"] if c.startswith("local")]
+            c.split()[1].rsplit(":", 1)[0] for c in stats["candidates"] if c.startswith("local")
+        ]
         assert all(_loopback_or_unspecified(a) for a in addresses), (gathered, stats["candidates"])
         return pair
 
@@ -346,7 +353,8 @@ class Browser:
         """Print the page's console and API calls (pytest shows them for failed tests)."""
         try:
             logs = await self.js(
-                "return Object.fromEntries(Object.entries(sfu.sessions).map(([k, s]) => [k, s.log]));"
+                "return Object.fromEntries("
+                "Object.entries(sfu.sessions).map(([k, s]) => [k, s.log]));"
             )
         except Exception as exc:  # the page may be gone already
             print("no page logs:", exc)
@@ -358,7 +366,8 @@ class Browser:
                     body = call.get("json") or {}
                     if "sessionDescription" in body:
                         body["sessionDescription"]["sdp"] = _sdp_outline(
-                            body["sessionDescription"]["sdp"])
+                            body["sessionDescription"]["sdp"]
+                        )
                 print(f"{name}: {json.dumps(call)}")
 
 
@@ -369,8 +378,17 @@ def _loopback_or_unspecified(address: str) -> bool:
 
 def _sdp_outline(sdp: str) -> list[str]:
     """The lines of an SDP that tell what was negotiated (m-lines, mids, BUNDLE, direction)."""
-    keep = ("m=", "a=mid:", "a=group:", "a=sendonly", "a=recvonly", "a=sendrecv", "a=inactive",
-            "a=extmap:", "a=rtpmap:")
+    keep = (
+        "m=",
+        "a=mid:",
+        "a=group:",
+        "a=sendonly",
+        "a=recvonly",
+        "a=sendrecv",
+        "a=inactive",
+        "a=extmap:",
+        "a=rtpmap:",
+    )
     return [line for line in sdp.splitlines() if line.startswith(keep)]
 
 
@@ -442,11 +460,17 @@ async def test_chrome_pulls_closes_and_repulls(
         closed = await browser.close("a", [mid])
         assert closed.status == 200, closed.body
         assert [(t["mid"], t["trackName"], t.get("errorCode")) for t in closed.body["tracks"]] == [
-            (mid, "tone", None)]
+            (mid, "tone", None)
+        ]
         assert closed.body["sessionDescription"]["type"] == "answer"
         state = await browser.state("a")
-        assert {"location": "remote", "mid": mid, "trackName": "tone",
-                "sessionId": publisher.session_id, "status": "inactive"} in state["tracks"]
+        assert {
+            "location": "remote",
+            "mid": mid,
+            "trackName": "tone",
+            "sessionId": publisher.session_id,
+            "status": "inactive",
+        } in state["tracks"]
 
         [again] = await browser.pull("a", [(publisher.session_id, "tone")])
         assert again != mid
@@ -525,7 +549,9 @@ async def test_chrome_closes_pushed_tracks(browser: Browser, api: Api) -> None:
         assert closed.body["tracks"] == [{"mid": second, "trackName": "mic-2"}]
         state = await browser.state("a")
         assert {t["trackName"]: t["status"] for t in state["tracks"]} == {
-            "mic-1": "active", "mic-2": "inactive"}
+            "mic-1": "active",
+            "mic-2": "inactive",
+        }
         # ...and the session stays usable: the first track still flows, a new push may
         # recycle the closed m-line (docs/webrtc-interop.md §2.5), and a pull works.
         [level] = await decoded_levels(subscriber, 1)
@@ -543,7 +569,8 @@ async def test_chrome_closes_pushed_tracks(browser: Browser, api: Api) -> None:
         await browser.assert_loopback_pair("a")
 
         # Closing the first mid of the BUNDLE group moves Chrome to a new transport
-        # (docs/webrtc-interop.md §2.3); the session follows it, and what it pushes and pulls keeps flowing.
+        # (docs/webrtc-interop.md §2.3); the session follows it, and what it pushes and pulls
+        # keeps flowing.
         assert await browser.bundle_tag("a") == first
         connection = browser.sfu.registry.get(session_id).pc
         ssrc = (await browser.stats("a"))["inbound"][mid]["ssrc"]
@@ -556,7 +583,11 @@ async def test_chrome_closes_pushed_tracks(browser: Browser, api: Api) -> None:
         assert moved.pc is not connection
         state = await browser.state("a")
         assert {t["trackName"]: t["status"] for t in state["tracks"]} == {
-            "mic-1": "inactive", "mic-2": "inactive", "mic-3": "active", "tone": "active"}
+            "mic-1": "inactive",
+            "mic-2": "inactive",
+            "mic-3": "active",
+            "tone": "active",
+        }
         await browser.hears("a", mid)
         assert (await browser.stats("a"))["inbound"][mid]["ssrc"] == ssrc
         assert rms_dbfs(await asyncio.wait_for(collect_pcm(third_track, 3.0), 15)) > -40
@@ -568,7 +599,7 @@ async def test_chrome_closes_pushed_tracks(browser: Browser, api: Api) -> None:
         await tone.close()
 
 
-# -- BUNDLE transport moves (docs/webrtc-interop.md §2.3) --------------------------------------------
+# -- BUNDLE transport moves (docs/webrtc-interop.md §2.3) ---------------------------------
 #
 # partytracks closes a pushed track by stopping its transceiver and sending the offer with
 # tracks/close, then keeps using the session. When the track held the first mid of Chrome's
@@ -605,7 +636,7 @@ async def tone_frequency(client: Client, mid: str, since: float, seconds: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"no {seconds} s of packets on mid {mid} after {since}")
         await asyncio.sleep(0.05)
-    pcm = decode_opus(p.payload for p in client.received[mid][start:start + frames])
+    pcm = decode_opus(p.payload for p in client.received[mid][start : start + frames])
     assert rms_dbfs(pcm) > -25, rms_dbfs(pcm)  # 0.3 of full scale sent: -13.5 dBFS
     return dominant_frequency(pcm)
 
@@ -698,9 +729,11 @@ async def test_moved_publisher_audio_pauses_no_longer_than_the_renegotiation(
         missing = longest_media_gap_s(listener.received[mid])
         pause = longest_gap_s(listener.arrived_at[mid])
         own = pause_beyond(listener.arrived_at[mid], listener.arrived_at[reference])
-        print(f"renegotiation {closed.renegotiation_s * 1000:.0f} ms; B: missing audio "
-              f"{missing * 1000:.0f} ms, longest pause {pause * 1000:.0f} ms, of it not "
-              f"shared by the reference {own * 1000:.0f} ms")
+        print(
+            f"renegotiation {closed.renegotiation_s * 1000:.0f} ms; B: missing audio "
+            f"{missing * 1000:.0f} ms, longest pause {pause * 1000:.0f} ms, of it not "
+            f"shared by the reference {own * 1000:.0f} ms"
+        )
         allowed = closed.renegotiation_s + MOVE_GAP_ALLOWANCE_S
         assert missing <= allowed, (missing, closed.renegotiation_s)
         assert own <= allowed, (own, closed.renegotiation_s)
@@ -812,25 +845,55 @@ async def test_datachannels_follow_a_move(browser: Browser, api: Api) -> None:
     session_id = await browser.open("pub")
     a, _ = await browser.push_tones("pub", {"A": 440, "B": 660})
     await browser.js("await sfu.sessions.pub.establish();")
-    [chat] = (await api.ok("POST", f"/sessions/{session_id}/datachannels/new", {
-        "dataChannels": [{"location": "local", "dataChannelName": "chat"}]}))["dataChannels"]
+    [chat] = (
+        await api.ok(
+            "POST",
+            f"/sessions/{session_id}/datachannels/new",
+            {"dataChannels": [{"location": "local", "dataChannelName": "chat"}]},
+        )
+    )["dataChannels"]
     await browser.js("await sfu.sessions.pub.openChannel('chat', arg);", chat["id"])
     news, listener = Client(api), Client(api)
     try:
         await news.open()
         await establish_by_sfu_offer(news)
-        [published] = (await api.ok("POST", f"/sessions/{news.session_id}/datachannels/new", {
-            "dataChannels": [{"location": "local", "dataChannelName": "news"}]}))["dataChannels"]
+        [published] = (
+            await api.ok(
+                "POST",
+                f"/sessions/{news.session_id}/datachannels/new",
+                {"dataChannels": [{"location": "local", "dataChannelName": "news"}]},
+            )
+        )["dataChannels"]
         news_channel = await open_channel(news, "news", published["id"])
-        [pulled] = (await api.ok("POST", f"/sessions/{session_id}/datachannels/new", {
-            "dataChannels": [{"location": "remote", "sessionId": news.session_id,
-                              "dataChannelName": "news"}]}))["dataChannels"]
+        [pulled] = (
+            await api.ok(
+                "POST",
+                f"/sessions/{session_id}/datachannels/new",
+                {
+                    "dataChannels": [
+                        {
+                            "location": "remote",
+                            "sessionId": news.session_id,
+                            "dataChannelName": "news",
+                        }
+                    ]
+                },
+            )
+        )["dataChannels"]
         await browser.js("await sfu.sessions.pub.openChannel('news', arg);", pulled["id"])
         await listener.open()
         await establish_by_sfu_offer(listener)
-        [relayed] = (await api.ok("POST", f"/sessions/{listener.session_id}/datachannels/new", {
-            "dataChannels": [{"location": "remote", "sessionId": session_id,
-                              "dataChannelName": "chat"}]}))["dataChannels"]
+        [relayed] = (
+            await api.ok(
+                "POST",
+                f"/sessions/{listener.session_id}/datachannels/new",
+                {
+                    "dataChannels": [
+                        {"location": "remote", "sessionId": session_id, "dataChannelName": "chat"}
+                    ]
+                },
+            )
+        )["dataChannels"]
         chat_copy = await open_channel(listener, "chat", relayed["id"])
         heard: asyncio.Queue[str] = asyncio.Queue()
         chat_copy.on("message", heard.put_nowait)
@@ -841,7 +904,8 @@ async def test_datachannels_follow_a_move(browser: Browser, api: Api) -> None:
             news_channel.send(f"news {word}")
             deadline = time.monotonic() + 5
             while f"news {word}" not in await browser.js(
-                    "return sfu.sessions.pub.received.get('news');"):
+                "return sfu.sessions.pub.received.get('news');"
+            ):
                 assert time.monotonic() < deadline, f"news {word} never reached the page"
                 await asyncio.sleep(0.05)
 
@@ -854,7 +918,10 @@ async def test_datachannels_follow_a_move(browser: Browser, api: Api) -> None:
         await both_ways("after")
         state = await browser.state("pub")
         assert {c["dataChannelName"]: c["status"] for c in state["dataChannels"]} == {
-            "server-events": "active", "chat": "active", "news": "active"}
+            "server-events": "active",
+            "chat": "active",
+            "news": "active",
+        }
         notes = "return sfu.sessions.pub.log.filter((l) => typeof l === 'string');"
         assert await browser.js(notes) == []  # no datachannel closed, nothing failed to play
         await browser.assert_loopback_pair("pub")

@@ -421,7 +421,9 @@ async def test_moderator_mute_unmute_and_kick_a_browser_participant(
         await page.get_by_role("button", name="Join with microphone").click()
         await room.until_status("Connected")
         [web_id] = await stack.web_members()
-        await wait_until_async(lambda: _published(stack, web_id), what="the page's microphone in the room")
+        await wait_until_async(
+            lambda: _published(stack, web_id), what="the page's microphone in the room"
+        )
         beep = await stack.hears_beep()
 
         # Muted by a moderator: the service stops forwarding it, whatever the page does.
@@ -436,7 +438,9 @@ async def test_moderator_mute_unmute_and_kick_a_browser_participant(
 
         # Unmuted: the page reconnects and publishes again by itself.
         await stack.web.registry.set_muted(participant, False, "moderator")
-        await wait_until_async(lambda: _rejoined(stack, web_id), timeout_s=20, what="a new participant")
+        await wait_until_async(
+            lambda: _rejoined(stack, web_id), timeout_s=20, what="a new participant"
+        )
         await room.until_status("Connected")
         [new_id] = await stack.web_members()
         await wait_until_async(lambda: _published(stack, new_id), what="the microphone again")

@@ -42,7 +42,7 @@ dev_guild_id = {guild_id}
 auto_leave_delay_s = 0.5
 
 [store]
-path = "{path.parent / 'store.sqlite3'}"
+path = "{path.parent / "store.sqlite3"}"
 {extra}
 """
     )
@@ -73,7 +73,9 @@ async def world(tmp_path):
         text = guild.add_text_channel("general")
         lounge = guild.add_voice_channel("Lounge")
         stage = guild.add_voice_channel("Back room")
-        admin = fake.add_member(guild, "carol", roles=[guild.add_role("mods", Permission.MANAGE_CHANNELS)])
+        admin = fake.add_member(
+            guild, "carol", roles=[guild.add_role("mods", Permission.MANAGE_CHANNELS)]
+        )
         alice = fake.add_member(guild, "alice")
         config = write_config(tmp_path / "config.toml", guild.id)
         yield fake, guild, text, lounge, stage, admin, alice, config
@@ -212,7 +214,12 @@ async def test_non_admin_cannot_link_and_bad_room_is_explained(world):
         assert "Manage Channels" in await denied.final_text()
         assert await service.store.get(guild.id, lounge.id) is None
         bad = await fake.send_interaction(
-            guild, text, admin, "bridge", {"channel": lounge, "room": "Bad Room!"}, subcommand="link"
+            guild,
+            text,
+            admin,
+            "bridge",
+            {"channel": lounge, "room": "Bad Room!"},
+            subcommand="link",
         )
         assert "not a valid room name" in await bad.final_text()
 
@@ -232,7 +239,11 @@ mode = "auto"
     )
     async with running(fake, config):
         linked = await fake.send_interaction(
-            guild, text, admin, "bridge", {"channel": lounge, "room": "lobby", "mode": "manual"},
+            guild,
+            text,
+            admin,
+            "bridge",
+            {"channel": lounge, "room": "lobby", "mode": "manual"},
             subcommand="link",
         )
         await linked.final_text()
@@ -253,7 +264,11 @@ async def test_auto_mode_joins_when_someone_arrives_and_leaves_when_empty(world)
     fake, guild, text, lounge, _, admin, alice, config = world
     async with running(fake, config) as service:
         linked = await fake.send_interaction(
-            guild, text, admin, "bridge", {"channel": lounge, "room": "lobby", "mode": "auto"},
+            guild,
+            text,
+            admin,
+            "bridge",
+            {"channel": lounge, "room": "lobby", "mode": "auto"},
             subcommand="link",
         )
         await linked.final_text()

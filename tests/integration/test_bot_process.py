@@ -34,8 +34,13 @@ async def test_bad_config_names_key_value_and_line(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text('[sfu]\nport = 8787\n\n[http]\nport = "abc"\n')
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", env=environment(config), cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        env=environment(config),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     text = stderr.decode()
@@ -47,12 +52,17 @@ async def test_without_token_it_explains_and_still_serves_sfu_and_health(tmp_pat
     http_port, sfu_port = free_port(), free_port()
     config = tmp_path / "config.toml"
     config.write_text(
-        f'[sfu]\nport = {sfu_port}\n\n[http]\nport = {http_port}\n\n'
+        f"[sfu]\nport = {sfu_port}\n\n[http]\nport = {http_port}\n\n"
         f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n'
     )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", env=environment(config), cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        env=environment(config),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         async with httpx.AsyncClient() as http:

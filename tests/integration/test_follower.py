@@ -76,7 +76,9 @@ def tone_purity(pcm: np.ndarray, frequency_hz: float) -> float:
 
 
 def pulls_on_sfu(sfu, session_id: str) -> int:
-    return sum(1 for p in sfu.registry.get(session_id).pc.getTransceivers() if p.direction == "sendonly")
+    return sum(
+        1 for p in sfu.registry.get(session_id).pc.getTransceivers() if p.direction == "sendonly"
+    )
 
 
 @pytest.mark.timeout(60)
@@ -84,9 +86,10 @@ async def test_waiting_subscription_across_a_recovery_is_pulled_once_and_clean(
     sfu, client, directory, caplog
 ):
     caplog.set_level(logging.INFO)
-    async with bridge_in("r", client, directory, "listener") as listener, plain_publisher(
-        client, directory, "r", "pub", "tone"
-    ) as (publisher, source):
+    async with (
+        bridge_in("r", client, directory, "listener") as listener,
+        plain_publisher(client, directory, "r", "pub", "tone") as (publisher, source),
+    ):
         locator = TrackLocator(publisher.session_id, "tone")
         # The publisher sends nothing yet: the reconciler keeps retrying the pull.
         async with asyncio.timeout(10):
@@ -131,8 +134,9 @@ async def test_a_dropped_event_stream_resyncs_and_hears_the_next_member(
 async def test_a_publish_does_not_wait_behind_a_pull_that_waits_for_its_publisher(
     client, directory
 ):
-    async with bridge_in("r", client, directory, "b") as bridge, plain_publisher(
-        client, directory, "r", "pub", "silent"
+    async with (
+        bridge_in("r", client, directory, "b") as bridge,
+        plain_publisher(client, directory, "r", "pub", "silent"),
     ):
         async with asyncio.timeout(10):
             while bridge.follower.stats.pull_failures < 1:
@@ -154,9 +158,10 @@ async def test_a_publish_does_not_wait_behind_a_pull_that_waits_for_its_publishe
 
 @pytest.mark.timeout(60)
 async def test_a_leaving_speaker_costs_the_others_no_gap(client, directory):
-    async with bridge_in("r", client, directory, "a") as talker, bridge_in(
-        "r", client, directory, "b"
-    ) as listener:
+    async with (
+        bridge_in("r", client, directory, "a") as talker,
+        bridge_in("r", client, directory, "b") as listener,
+    ):
         async with speaking(talker, "first", 500):
             await until_heard(listener, 500, 10)
             async with speaking(talker, "second", 900):
@@ -168,6 +173,8 @@ async def test_a_leaving_speaker_costs_the_others_no_gap(client, directory):
                 pcm = await collect
         frames = pcm.reshape(-1, 960)
         present = [band_level_db(f, 900) > PRESENT_DB for f in frames]
-        longest_gap = max((len(run) for run in "".join("x" if p else " " for p in present).split("x")), default=0)
+        longest_gap = max(
+            (len(run) for run in "".join("x" if p else " " for p in present).split("x")), default=0
+        )
         assert longest_gap * 20 <= 100, f"{longest_gap * 20} ms without the other speaker"
         assert talker.peer.recoveries == 0 and listener.peer.recoveries == 0

@@ -42,7 +42,9 @@ async def peers(client):
     await asyncio.gather(*(p.close() for p in made))
 
 
-async def pulled(peer: RealtimePeer, session_id: str, track: str, within_s: float = 10) -> InboundOpus:
+async def pulled(
+    peer: RealtimePeer, session_id: str, track: str, within_s: float = 10
+) -> InboundOpus:
     """Pull until live, as the room reconciler would: a publisher's first packets may not have
     reached the SFU yet (not_found_track_error), or the peer may be rebuilding."""
     inbound = peer.inbound(session_id, track)
@@ -103,8 +105,11 @@ async def test_pull_is_idempotent_one_mid_per_track(sfu, peers):
         inbound = await pulled(subscriber, publisher.session_id, "mic")
         results = await asyncio.gather(*(subscriber.pull([inbound]) for _ in range(5)))
         assert results == [{}] * 5
-        pulls = [t for t in sfu.registry.get(subscriber.session_id).pc.getTransceivers()
-                 if t.direction in ("sendonly", "sendrecv")]
+        pulls = [
+            t
+            for t in sfu.registry.get(subscriber.session_id).pc.getTransceivers()
+            if t.direction in ("sendonly", "sendrecv")
+        ]
         assert len(pulls) == 1
         await assert_tone(inbound, 440, 0.5)
 

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from media.backoff import Backoff
 from media.realtime import (
     DataChannelRequest,
     IceServer,
@@ -37,7 +38,6 @@ from media.realtime import (
     TurnClient,
     Unauthorized,
 )
-from media.backoff import Backoff
 from media.realtime.locks import SessionLocks
 
 pytestmark = pytest.mark.timeout(5)

@@ -186,8 +186,13 @@ async def test_unauthorized_on_every_endpoint(http: Http, prefix: str):
         for headers in bad_headers:
             # a malformed body must not win over the missing credentials
             response = await http.send(
-                method, path, content=b"{not json", headers=headers, auth=False,
-                prefix=prefix, sid=session_id,
+                method,
+                path,
+                content=b"{not json",
+                headers=headers,
+                auth=False,
+                prefix=prefix,
+                sid=session_id,
             )
             expect(response, 401, "unauthorized")
     # unknown app id / key id, even with the right secret
@@ -200,7 +205,11 @@ async def test_unauthorized_on_every_endpoint(http: Http, prefix: str):
         expect(response, 401, "unauthorized")
     # the scheme name is case-insensitive
     response = await http.send(
-        "GET", S, auth=False, headers={"Authorization": f"bearer {http.sfu.app_secret}"}, sid=session_id
+        "GET",
+        S,
+        auth=False,
+        headers={"Authorization": f"bearer {http.sfu.app_secret}"},
+        sid=session_id,
     )
     expect(response, 200)
     await still_serves(http)
@@ -214,15 +223,20 @@ DESCRIPTION = {"type": "offer", "sdp": "v=0"}
 # (endpoint, raw bytes or a JSON value)
 DECODING_ERRORS: list[tuple[str, str, bytes | Any]] = [
     # malformed or non-object JSON, on every endpoint that reads a body
-    *[(m, p, raw) for m, p in ENDPOINTS + TURN_ENDPOINTS[:2] if m != "GET" for raw in (
-        b"{not json",
-        b'{"tracks": [',
-        b"[]",
-        b'"a string"',
-        b"42",
-        b"null",
-        b"\xff\xfe\xfa binary \x00\x01",
-    )],
+    *[
+        (m, p, raw)
+        for m, p in ENDPOINTS + TURN_ENDPOINTS[:2]
+        if m != "GET"
+        for raw in (
+            b"{not json",
+            b'{"tracks": [',
+            b"[]",
+            b'"a string"',
+            b"42",
+            b"null",
+            b"\xff\xfe\xfa binary \x00\x01",
+        )
+    ],
     ("POST", "/apps/{app}/sessions/new", b"[" * 100_000),  # nesting deeper than any parser likes
     ("POST", "/apps/{app}/sessions/new", b'{"sessionDescription": {"sdp": ' + b"9" * 5000 + b"}}"),
     ("POST", S + "/tracks/new", b'{"tracks": [' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"]}"),
@@ -239,9 +253,21 @@ DECODING_ERRORS: list[tuple[str, str, bytes | Any]] = [
     ("POST", S + "/tracks/new", {"tracks": [{**TRACK, "simulcast": "h"}]}),
     ("POST", S + "/tracks/new", {"tracks": [TRACK], "autoDiscover": 1}),
     ("POST", S + "/tracks/new", {"tracks": [TRACK], "sessionDescription": "v=0"}),
-    ("POST", S + "/tracks/new", {"tracks": [TRACK], "sessionDescription": {"type": "offer", "sdp": 0}}),
-    ("POST", S + "/tracks/new", {"tracks": [TRACK], "sessionDescription": {"type": True, "sdp": "v=0"}}),
-    ("POST", S + "/tracks/new", {"tracks": [TRACK], "sessionDescription": {"type": "offer", "sdp": ["v=0"]}}),
+    (
+        "POST",
+        S + "/tracks/new",
+        {"tracks": [TRACK], "sessionDescription": {"type": "offer", "sdp": 0}},
+    ),
+    (
+        "POST",
+        S + "/tracks/new",
+        {"tracks": [TRACK], "sessionDescription": {"type": True, "sdp": "v=0"}},
+    ),
+    (
+        "POST",
+        S + "/tracks/new",
+        {"tracks": [TRACK], "sessionDescription": {"type": "offer", "sdp": ["v=0"]}},
+    ),
     # a type error wins over a bad value, wherever each sits
     ("POST", S + "/tracks/new", {"tracks": [{"location": "nowhere"}, {**TRACK, "trackName": 1}]}),
     ("POST", S + "/tracks/new", {"tracks": [{"location": "nowhere"}], "sessionDescription": 5}),
@@ -252,9 +278,21 @@ DECODING_ERRORS: list[tuple[str, str, bytes | Any]] = [
     ("POST", "/apps/{app}/sessions/new", {"sessionDescription": ["offer", "v=0"]}),
     ("POST", "/apps/{app}/sessions/new", {"sessionDescription": {"type": "offer", "sdp": 1.5}}),
     ("PUT", S + "/renegotiate", {"sessionDescription": {"type": "answer", "sdp": {}}}),
-    ("POST", S + "/datachannels/new", {"dataChannels": [{"location": "local", "dataChannelName": 5}]}),
-    ("POST", S + "/datachannels/new", {"dataChannels": [{"location": "local", "dataChannelName": "c", "ordered": "no"}]}),
-    ("POST", S + "/datachannels/new", {"dataChannels": [{"location": "local", "dataChannelName": "c", "maxRetransmits": 1.5}]}),
+    (
+        "POST",
+        S + "/datachannels/new",
+        {"dataChannels": [{"location": "local", "dataChannelName": 5}]},
+    ),
+    (
+        "POST",
+        S + "/datachannels/new",
+        {"dataChannels": [{"location": "local", "dataChannelName": "c", "ordered": "no"}]},
+    ),
+    (
+        "POST",
+        S + "/datachannels/new",
+        {"dataChannels": [{"location": "local", "dataChannelName": "c", "maxRetransmits": 1.5}]},
+    ),
     ("POST", S + "/datachannels/establish", {"dataChannel": "server-events"}),
     ("PUT", S + "/datachannels/close", {"dataChannels": [{"id": "1"}]}),
     ("PUT", S + "/datachannels/close", {"dataChannels": [{"id": True}]}),
@@ -297,9 +335,21 @@ INVALID_PARAMS: list[tuple[str, str, Any]] = [
     ("PUT", S + "/renegotiate", {}),
     ("POST", S + "/datachannels/new", {"dataChannels": []}),
     ("POST", S + "/datachannels/new", {"dataChannels": [{"location": "local"}]}),
-    ("POST", S + "/datachannels/new", {"dataChannels": [{"location": "north", "dataChannelName": "c"}]}),
-    ("POST", S + "/datachannels/new", {"dataChannels": [{"location": "local", "dataChannelName": "c", "maxRetransmits": -1}]}),
-    ("POST", S + "/datachannels/establish", {"dataChannel": {"location": "remote", "dataChannelName": "chat"}}),
+    (
+        "POST",
+        S + "/datachannels/new",
+        {"dataChannels": [{"location": "north", "dataChannelName": "c"}]},
+    ),
+    (
+        "POST",
+        S + "/datachannels/new",
+        {"dataChannels": [{"location": "local", "dataChannelName": "c", "maxRetransmits": -1}]},
+    ),
+    (
+        "POST",
+        S + "/datachannels/establish",
+        {"dataChannel": {"location": "remote", "dataChannelName": "chat"}},
+    ),
     ("PUT", S + "/datachannels/close", {"dataChannels": []}),
     ("PUT", S + "/datachannels/close", {"dataChannels": [{"dataChannelName": "c"}]}),
     ("PUT", S + "/datachannels/close", {"dataChannels": [{"id": -1}]}),
@@ -322,11 +372,17 @@ async def test_invalid_params(http: Http):
 
 def hostile_descriptions(offer: str, video_offer: str) -> dict[str, dict[str, Any]]:
     padding = "".join(f"a=x-pad-{i}:{'p' * 60}\r\n" for i in range(9000))
-    many = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" * 10_000
+    many = (
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" * 10_000
+    )
     junk = "".join(chr(c) for c in range(0x800)) + "\udc80\ud800" + "\x00" * 100
     return {
         "garbage": {"type": "offer", "sdp": "hello, I am not SDP"},
-        "header only": {"type": "offer", "sdp": "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"},
+        "header only": {
+            "type": "offer",
+            "sdp": "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+        },
         "empty sdp": {"type": "offer", "sdp": ""},
         "missing sdp": {"type": "offer"},
         "pranswer": {"type": "pranswer", "sdp": offer},
@@ -342,7 +398,10 @@ def hostile_descriptions(offer: str, video_offer: str) -> dict[str, dict[str, An
         "binary junk": {"type": "offer", "sdp": junk},
         "unicode": {"type": "offer", "sdp": "ｖ＝０\r\nｍ＝ａｕｄｉｏ ９ 🎙️ 日本語\r\n" * 50},
         "cyrillic m=аudio": {"type": "offer", "sdp": offer.replace("m=audio", "m=\u0430udio")},
-        "lf only, truncated": {"type": "offer", "sdp": offer.replace("\r\n", "\n")[: len(offer) // 2]},
+        "lf only, truncated": {
+            "type": "offer",
+            "sdp": offer.replace("\r\n", "\n")[: len(offer) // 2],
+        },
     }
 
 
@@ -355,10 +414,14 @@ async def test_invalid_session_descriptions(http: Http):
     for name, description in hostile.items():
         sessions_before = len(http.sfu.registry)
         started = time.monotonic()
-        response = await http.send("POST", "/apps/{app}/sessions/new", {"sessionDescription": description})
+        response = await http.send(
+            "POST", "/apps/{app}/sessions/new", {"sessionDescription": description}
+        )
         expect(response, 406, "invalid_session_description")
         assert time.monotonic() - started < 3, name
-        assert len(http.sfu.registry) == sessions_before, f"{name}: a failed sessions/new leaked its session"
+        assert len(http.sfu.registry) == sessions_before, (
+            f"{name}: a failed sessions/new leaked its session"
+        )
 
         session_id = await http.new_session()
         body = {
@@ -371,10 +434,14 @@ async def test_invalid_session_descriptions(http: Http):
     # renegotiate: an answer when no offer is pending, and an offer where an answer belongs
     session_id = await http.new_session()
     for description in ({"type": "answer", "sdp": offer}, {"type": "offer", "sdp": offer}):
-        response = await http.send("PUT", S + "/renegotiate", {"sessionDescription": description}, sid=session_id)
+        response = await http.send(
+            "PUT", S + "/renegotiate", {"sessionDescription": description}, sid=session_id
+        )
         expect(response, 406, "invalid_session_description")
     # the same offer, intact, is accepted: the failures above were the mutations
-    response = await http.send("POST", "/apps/{app}/sessions/new", {"sessionDescription": {"type": "offer", "sdp": offer}})
+    response = await http.send(
+        "POST", "/apps/{app}/sessions/new", {"sessionDescription": {"type": "offer", "sdp": offer}}
+    )
     assert expect(response, 201)["sessionDescription"]["type"] == "answer"
 
 
@@ -393,17 +460,33 @@ async def test_overlapping_negotiation_is_refused(api: Api, http: Http):
         assert first["requiresImmediateRenegotiation"] is True
         assert first["sessionDescription"]["type"] == "offer"
         sid = subscriber.session_id
-        pull = {"tracks": [{"location": "remote", "sessionId": publisher.session_id, "trackName": "mic"}]}
+        pull = {
+            "tracks": [
+                {"location": "remote", "sessionId": publisher.session_id, "trackName": "mic"}
+            ]
+        }
 
         # the SFU's offer is unanswered: every new negotiation on the session is refused
-        expect(await http.send("POST", S + "/tracks/new", pull, sid=sid), 406, "invalid_session_description")
+        expect(
+            await http.send("POST", S + "/tracks/new", pull, sid=sid),
+            406,
+            "invalid_session_description",
+        )
         push = {
             "sessionDescription": {"type": "offer", "sdp": await make_offer()},
             "tracks": [{"location": "local", "mid": "0", "trackName": "mine"}],
         }
-        expect(await http.send("POST", S + "/tracks/new", push, sid=sid), 406, "invalid_session_description")
+        expect(
+            await http.send("POST", S + "/tracks/new", push, sid=sid),
+            406,
+            "invalid_session_description",
+        )
         local = {"tracks": [{"location": "local", "trackName": "sfu-offers"}]}
-        expect(await http.send("POST", S + "/tracks/new", local, sid=sid), 406, "invalid_session_description")
+        expect(
+            await http.send("POST", S + "/tracks/new", local, sid=sid),
+            406,
+            "invalid_session_description",
+        )
         # bad answers are refused without spoiling the pending offer
         bad_answers = [
             {"type": "answer", "sdp": "v=0\r\n"},
@@ -411,7 +494,9 @@ async def test_overlapping_negotiation_is_refused(api: Api, http: Http):
             {"type": "offer", "sdp": await make_offer()},
         ]
         for description in bad_answers:
-            response = await http.send("PUT", S + "/renegotiate", {"sessionDescription": description}, sid=sid)
+            response = await http.send(
+                "PUT", S + "/renegotiate", {"sessionDescription": description}, sid=sid
+            )
             expect(response, 406, "invalid_session_description")
 
         await subscriber.answer(first["sessionDescription"])
@@ -419,8 +504,11 @@ async def test_overlapping_negotiation_is_refused(api: Api, http: Http):
         await wait_until(lambda: len(subscriber.received[mid]) >= 10, what="10 packets")
         # answered: the next renegotiate has nothing to answer
         answer = {"type": "answer", "sdp": subscriber.pc.localDescription.sdp}
-        expect(await http.send("PUT", S + "/renegotiate", {"sessionDescription": answer}, sid=sid),
-               406, "invalid_session_description")
+        expect(
+            await http.send("PUT", S + "/renegotiate", {"sessionDescription": answer}, sid=sid),
+            406,
+            "invalid_session_description",
+        )
     finally:
         await asyncio.gather(publisher.close(), subscriber.close())
 
@@ -450,7 +538,10 @@ async def test_unknown_session_is_gone(http: Http, prefix: str):
 
 @pytest.mark.timeout(60)
 async def test_closed_session_is_gone():
-    async with LocalSFU(SfuConfig(session_reuse_s=0.3)) as sfu, httpx.AsyncClient(timeout=30) as raw:
+    async with (
+        LocalSFU(SfuConfig(session_reuse_s=0.3)) as sfu,
+        httpx.AsyncClient(timeout=30) as raw,
+    ):
         http = Http(sfu, raw)
         api = Api(sfu.base_url, sfu.app_id, sfu.app_secret)
         client = Client(api)
@@ -468,9 +559,21 @@ async def test_closed_session_is_gone():
                 await asyncio.sleep(0.05)
             expect(response, 410, "session_error")
             pull = {"tracks": [TRACK]}
-            expect(await http.send("POST", S + "/tracks/new", pull, sid=client.session_id), 410, "session_error")
-            expect(await http.send("PUT", S + "/tracks/close", {"tracks": [{"mid": "0"}], "force": True},
-                                   sid=client.session_id), 410, "session_error")
+            expect(
+                await http.send("POST", S + "/tracks/new", pull, sid=client.session_id),
+                410,
+                "session_error",
+            )
+            expect(
+                await http.send(
+                    "PUT",
+                    S + "/tracks/close",
+                    {"tracks": [{"mid": "0"}], "force": True},
+                    sid=client.session_id,
+                ),
+                410,
+                "session_error",
+            )
             # a session closed by the server (as the reaper does) answers 410 at once
             other = await http.new_session()
             await sfu.registry.get(other).close()
@@ -501,7 +604,9 @@ async def test_peer_not_connected_answers_425_after_five_seconds(api: Api, http:
 
         pull = {"tracks": [{"location": "remote", "sessionId": other, "trackName": "x"}]}
         started = time.monotonic()
-        waiting = asyncio.create_task(http.send("POST", S + "/tracks/new", pull, sid=client.session_id))
+        waiting = asyncio.create_task(
+            http.send("POST", S + "/tracks/new", pull, sid=client.session_id)
+        )
         await asyncio.sleep(0.5)
         # the wait holds one session, not the server
         quick = time.monotonic()
@@ -546,7 +651,9 @@ async def test_item_errors_inside_200(http: Http):
     result = expect(await http.send("POST", S + "/tracks/new", pull, sid=subscriber), 200)
     assert result["requiresImmediateRenegotiation"] is False
     assert "sessionDescription" not in result
-    assert [(t["trackName"], t["sessionId"], t["mid"], t["errorCode"]) for t in result["tracks"]] == [
+    assert [
+        (t["trackName"], t["sessionId"], t["mid"], t["errorCode"]) for t in result["tracks"]
+    ] == [
         ("mic", publisher, "", "not_found_track_error"),
         ("nope", publisher, "", "not_found_track_error"),
         ("mic", "0" * 32, "", "not_found_track_error"),
@@ -579,8 +686,11 @@ async def test_prefixes_content_types_and_query_strings(http: Http):
         for headers in content_types:
             for query in queries:
                 response = await http.send(
-                    "POST", "/apps/{app}/sessions/new" + query, content=b"{}" if headers else b"",
-                    headers=headers, prefix=prefix,
+                    "POST",
+                    "/apps/{app}/sessions/new" + query,
+                    content=b"{}" if headers else b"",
+                    headers=headers,
+                    prefix=prefix,
                 )
                 session_id = expect(response, 201)["sessionId"]
                 other = "" if prefix == "/v1" else "/v1"  # readable under the other prefix too
@@ -588,13 +698,21 @@ async def test_prefixes_content_types_and_query_strings(http: Http):
                 assert state == {"tracks": [], "dataChannels": []}
                 pull = json.dumps({"tracks": [{**TRACK, "sessionId": session_id}]}).encode()
                 result = expect(
-                    await http.send("POST", S + "/tracks/new" + query, content=pull, headers=headers,
-                                    prefix=prefix, sid=session_id),
+                    await http.send(
+                        "POST",
+                        S + "/tracks/new" + query,
+                        content=pull,
+                        headers=headers,
+                        prefix=prefix,
+                        sid=session_id,
+                    ),
                     200,
                 )
                 assert result["tracks"][0]["errorCode"] == "not_found_track_error"
     for path in (TURN + "/generate-ice-servers?", TURN + "/generate?x=1"):
-        response = await http.send("POST", path, content=b'{"ttl": 86400}', headers={"Content-Type": "text/plain"})
+        response = await http.send(
+            "POST", path, content=b'{"ttl": 86400}', headers={"Content-Type": "text/plain"}
+        )
         servers = expect(response, 201)["iceServers"]
         assert servers
     response = await http.send("POST", TURN + "/someone/revoke?", content=b"")
@@ -613,17 +731,25 @@ async def test_huge_body_is_413_json(http: Http):
         for start in range(0, len(big), 65536):
             yield big[start : start + 65536]
 
-    for method, path in [("POST", "/apps/{app}/sessions/new"), ("POST", S + "/tracks/new"),
-                         ("PUT", S + "/tracks/close"), ("POST", TURN + "/generate-ice-servers")]:
+    for method, path in [
+        ("POST", "/apps/{app}/sessions/new"),
+        ("POST", S + "/tracks/new"),
+        ("PUT", S + "/tracks/close"),
+        ("POST", TURN + "/generate-ice-servers"),
+    ]:
         expect(await http.send(method, path, content=big, sid=session_id), 413, "invalid_params")
         response = await http.client.request(
-            method, http.url(path, sid=session_id), content=chunked(),
+            method,
+            http.url(path, sid=session_id),
+            content=chunked(),
             headers={"Authorization": f"Bearer {http.sfu.app_secret}"},
         )
         expect(response, 413, "invalid_params")
         await still_serves(http)
     # just under the limit is decoded as usual
-    near = json.dumps({"tracks": [{**TRACK, "sessionId": session_id}], "pad": "x" * 1_000_000}).encode()
+    near = json.dumps(
+        {"tracks": [{**TRACK, "sessionId": session_id}], "pad": "x" * 1_000_000}
+    ).encode()
     result = expect(await http.send("POST", S + "/tracks/new", content=near, sid=session_id), 200)
     assert result["tracks"][0]["errorCode"] == "not_found_track_error"
 
@@ -647,7 +773,9 @@ async def test_unknown_paths_404_and_wrong_methods_405(http: Http):
         ("GET", "/favicon.ico"),
     ]:
         url = http.origin + path.format(app=http.sfu.app_id, sid=session_id)
-        response = await http.client.request(method, url, headers={"Authorization": f"Bearer {http.sfu.app_secret}"})
+        response = await http.client.request(
+            method, url, headers={"Authorization": f"Bearer {http.sfu.app_secret}"}
+        )
         expect(response, 404, "not_found")
     for method, path, allowed in [
         # GET .../sessions/new is GET session "new" (410), so this path takes three methods
@@ -660,7 +788,9 @@ async def test_unknown_paths_404_and_wrong_methods_405(http: Http):
         ("POST", "/openapi.json", {"GET", "HEAD"}),
     ]:
         url = http.origin + path.format(app=http.sfu.app_id, sid=session_id)
-        response = await http.client.request(method, url, headers={"Authorization": f"Bearer {http.sfu.app_secret}"})
+        response = await http.client.request(
+            method, url, headers={"Authorization": f"Bearer {http.sfu.app_secret}"}
+        )
         expect(response, 405, "method_not_allowed")
         assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
     await still_serves(http)
@@ -671,7 +801,10 @@ async def test_unknown_paths_404_and_wrong_methods_405(http: Http):
 
 @pytest.mark.timeout(60)
 async def test_racing_requests_on_one_session():
-    async with LocalSFU(SfuConfig(session_reuse_s=0.3)) as sfu, httpx.AsyncClient(timeout=30) as raw:
+    async with (
+        LocalSFU(SfuConfig(session_reuse_s=0.3)) as sfu,
+        httpx.AsyncClient(timeout=30) as raw,
+    ):
         http = Http(sfu, raw)
         api = Api(sfu.base_url, sfu.app_id, sfu.app_secret)
         baseline = len(sfu.registry)
@@ -680,7 +813,9 @@ async def test_racing_requests_on_one_session():
         try:
             await publisher.open()
             await subscriber.open()
-            await publisher.push_many([(OpusReplayTrack(packets), "a"), (OpusReplayTrack(packets), "b")])
+            await publisher.push_many(
+                [(OpusReplayTrack(packets), "a"), (OpusReplayTrack(packets), "b")]
+            )
             first = await pull_when_sending(subscriber, publisher.session_id, "a")
             await subscriber.answer(first["sessionDescription"])
             sid = subscriber.session_id
@@ -688,13 +823,20 @@ async def test_racing_requests_on_one_session():
             await wait_until(lambda: session.state is SessionState.CONNECTED, what="connected")
             mid_a = first["tracks"][0]["mid"]
 
-            pull_b = {"tracks": [{"location": "remote", "sessionId": publisher.session_id, "trackName": "b"}]}
+            pull_b = {
+                "tracks": [
+                    {"location": "remote", "sessionId": publisher.session_id, "trackName": "b"}
+                ]
+            }
             requests: list[Callable[[], Any]] = []
             for index in range(5):
                 requests.append(lambda: http.send("POST", S + "/tracks/new", pull_b, sid=sid))
                 mids = [{"mid": mid_a}] if index == 0 else [{"mid": str(50 + index)}]
-                requests.append(lambda mids=mids: http.send(
-                    "PUT", S + "/tracks/close", {"tracks": mids, "force": True}, sid=sid))
+                requests.append(
+                    lambda mids=mids: http.send(
+                        "PUT", S + "/tracks/close", {"tracks": mids, "force": True}, sid=sid
+                    )
+                )
             responses = await asyncio.gather(*(r() for r in requests))
             statuses = [r.status_code for r in responses]
             assert set(statuses) <= {200, 406}, [(r.status_code, r.text[:200]) for r in responses]
@@ -712,9 +854,12 @@ async def test_racing_requests_on_one_session():
 
             # concurrent renegotiations with the one answer: exactly one is applied
             await subscriber.pc.setRemoteDescription(
-                RTCSessionDescription(**pulls[0]["sessionDescription"]))
+                RTCSessionDescription(**pulls[0]["sessionDescription"])
+            )
             await subscriber.pc.setLocalDescription(await subscriber.pc.createAnswer())
-            answer = {"sessionDescription": {"type": "answer", "sdp": subscriber.pc.localDescription.sdp}}
+            answer = {
+                "sessionDescription": {"type": "answer", "sdp": subscriber.pc.localDescription.sdp}
+            }
             renegotiated = await asyncio.gather(
                 *(http.send("PUT", S + "/renegotiate", answer, sid=sid) for _ in range(4))
             )
@@ -765,13 +910,19 @@ async def test_real_media_after_the_barrage(api: Api, http: Http):
     for method, path, body in INVALID_PARAMS:
         barrage.append(http.send(method, path, body, sid=session_id))
     for description in hostile.values():
-        barrage.append(http.send("POST", "/apps/{app}/sessions/new", {"sessionDescription": description}))
+        barrage.append(
+            http.send("POST", "/apps/{app}/sessions/new", {"sessionDescription": description})
+        )
     barrage.append(http.send("POST", "/apps/{app}/sessions/new", content=b"x" * (2 * 1024 * 1024)))
     barrage.append(http.send("GET", S, auth=False, sid=session_id))
     barrage.append(http.send("GET", S, sid="gone"))
     responses = await asyncio.gather(*barrage)  # all at once
     for response in responses:
-        assert 400 <= response.status_code < 500, (response.request.url, response.status_code, response.text[:200])
+        assert 400 <= response.status_code < 500, (
+            response.request.url,
+            response.status_code,
+            response.text[:200],
+        )
         expect(response, response.status_code)
     await media_flows(api)
 
@@ -780,14 +931,18 @@ async def test_real_media_after_the_barrage(api: Api, http: Http):
 
 
 @pytest.mark.timeout(30)
-async def test_establish_with_an_offer_without_datachannels_leaves_session_usable(api: Api, http: Http):
+async def test_establish_with_an_offer_without_datachannels_leaves_session_usable(
+    api: Api, http: Http
+):
     client = Client(api)
     try:
         await client.open()
         client.pc.addTransceiver(OpusReplayTrack(encode_tone(300, 10)), direction="sendonly")
         await client.pc.setLocalDescription(await client.pc.createOffer())
         body = {"sessionDescription": {"type": "offer", "sdp": client.pc.localDescription.sdp}}
-        response = await http.send("POST", S + "/datachannels/establish", body, sid=client.session_id)
+        response = await http.send(
+            "POST", S + "/datachannels/establish", body, sid=client.session_id
+        )
         if response.status_code == 200:
             result = expect(response, 200)
             description = result["sessionDescription"]
@@ -835,14 +990,23 @@ async def test_offers_aiortc_cannot_answer_are_406_not_500(http: Http, mutation:
         sdp = without(await make_offer_with_datachannel(), "m=audio")
     description = {"type": "offer", "sdp": sdp}
     sessions_before = len(http.sfu.registry)
-    response = await http.send("POST", "/apps/{app}/sessions/new", {"sessionDescription": description})
-    assert len(http.sfu.registry) == sessions_before + (response.status_code == 201)  # no leak either way
+    response = await http.send(
+        "POST", "/apps/{app}/sessions/new", {"sessionDescription": description}
+    )
+    assert len(http.sfu.registry) == sessions_before + (
+        response.status_code == 201
+    )  # no leak either way
     assert response.status_code in (201, 406), response.text
     session_id = await http.new_session()
-    push = {"sessionDescription": description, "tracks": [{"location": "local", "mid": "0", "trackName": "a"}]}
+    push = {
+        "sessionDescription": description,
+        "tracks": [{"location": "local", "mid": "0", "trackName": "a"}],
+    }
     response = await http.send("POST", S + "/tracks/new", push, sid=session_id)
     assert response.status_code in (200, 406), response.text
     if response.status_code == 406:  # a refused offer leaves the session ready for the next one
-        good = {"sessionDescription": {"type": "offer", "sdp": await make_offer()},
-                "tracks": [{"location": "local", "mid": "0", "trackName": "a"}]}
+        good = {
+            "sessionDescription": {"type": "offer", "sdp": await make_offer()},
+            "tracks": [{"location": "local", "mid": "0", "trackName": "a"}],
+        }
         expect(await http.send("POST", S + "/tracks/new", good, sid=session_id), 200)

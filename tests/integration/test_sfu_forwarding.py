@@ -23,7 +23,11 @@ async def pull_all(client: Client, publisher: str, names: list[str]) -> dict:
         result = await client.api.ok(
             "POST",
             f"/sessions/{client.session_id}/tracks/new",
-            {"tracks": [{"location": "remote", "sessionId": publisher, "trackName": n} for n in wanted]},
+            {
+                "tracks": [
+                    {"location": "remote", "sessionId": publisher, "trackName": n} for n in wanted
+                ]
+            },
         )
         if result.get("requiresImmediateRenegotiation"):
             await client.answer(result["sessionDescription"])
@@ -47,7 +51,9 @@ def assert_stream_intact(packets, sent: list[bytes]) -> None:
     starts = [i for i, payload in enumerate(sent) if payload == payloads[0]]
     assert starts, "the first payload is not one the publisher sent"
     assert any(
-        all(payload == sent[(start + offset) % len(sent)] for offset, payload in enumerate(payloads))
+        all(
+            payload == sent[(start + offset) % len(sent)] for offset, payload in enumerate(payloads)
+        )
         for start in starts
     ), "payloads differ from the publisher's sequence"
     for before, after in itertools.pairwise(packets):

@@ -45,7 +45,12 @@ from tests.support.rtc import Client
 
 # Examples per operation and mode: 12 operations x 100 = 1,200 requests, ~15-20 s on 2 cores.
 EXAMPLES = {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 40}
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture
@@ -71,7 +76,9 @@ class Target:
         return {"Authorization": f"Bearer {self.secret}"}
 
     def fresh_session(self) -> str:
-        response = self.http.post(f"{self.base_url}/apps/{self.app_id}/sessions/new", headers=self.auth, timeout=10)
+        response = self.http.post(
+            f"{self.base_url}/apps/{self.app_id}/sessions/new", headers=self.auth, timeout=10
+        )
         assert response.status_code == 201, response.text
         return response.json()["sessionId"]
 
@@ -106,8 +113,11 @@ def fuzz(target: Target) -> tuple[list[str], dict[str, int], int]:
                 suppress_health_check=list(HealthCheck),
                 report_multiple_bugs=False,
             )
-            @given(case=strategy, which=st.sampled_from(["fresh", "shared", "connected", "unknown"]),
-                   aim=st.booleans())
+            @given(
+                case=strategy,
+                which=st.sampled_from(["fresh", "shared", "connected", "unknown"]),
+                aim=st.booleans(),
+            )
             def run(case: Any, which: str, aim: bool) -> None:
                 nonlocal calls
                 if "sessionId" in (case.path_parameters or {}):
@@ -123,7 +133,9 @@ def fuzz(target: Target) -> tuple[list[str], dict[str, int], int]:
                     base_url=target.base_url, session=target.http, headers=target.auth, timeout=15
                 )
                 calls += 1
-                key = f"{operation.method.upper()} {operation.path} {response.status_code}"
+                key = (
+                    f"{case.operation.method.upper()} {case.operation.path} {response.status_code}"
+                )
                 statuses[key] = statuses.get(key, 0) + 1
                 case.validate_response(response, checks=CHECKS)
 
@@ -146,7 +158,15 @@ async def test_schemathesis_against_the_live_server(sfu, api):
             pulled = await api.ok(
                 "POST",
                 f"/sessions/{subscriber.session_id}/tracks/new",
-                {"tracks": [{"location": "remote", "sessionId": publisher.session_id, "trackName": "mic"}]},
+                {
+                    "tracks": [
+                        {
+                            "location": "remote",
+                            "sessionId": publisher.session_id,
+                            "trackName": "mic",
+                        }
+                    ]
+                },
             )
             if "errorCode" not in pulled["tracks"][0]:
                 break
@@ -207,7 +227,9 @@ def test_openapi_document_lists_exactly_the_served_routes():
     document = openapi_document()
     documented = {(method, path) for path, item in document["paths"].items() for method in item}
     assert served == documented
-    assert document["servers"] == [{"url": "/v1", "description": "relative to this document's host"}]
+    assert document["servers"] == [
+        {"url": "/v1", "description": "relative to this document's host"}
+    ]
     # every operation documents each status its handler can answer, with a JSON error body
     for path, item in document["paths"].items():
         for method, operation in item.items():
@@ -226,16 +248,16 @@ def sdp_mutations(sdp: str):
     for index, line in enumerate(lines):
         before, after = lines[:index], lines[index + 1 :]
         yield f"delete {line!r}", before + after
-        yield f"duplicate {line!r}", before + [line, line] + after
+        yield f"duplicate {line!r}", [*before, line, line, *after]
         if ":" in line:
             key = line.split(":", 1)[0]
             for value in ("", "x", "999999999999", "\x00", "9 9 9 9"):
-                yield f"{key}:{value!r}", before + [f"{key}:{value}"] + after
+                yield f"{key}:{value!r}", [*before, f"{key}:{value}", *after]
         tokens = line.split(" ")
         for position in range(len(tokens) if len(tokens) > 1 else 0):
             for value in ("", "-1", "abc"):
-                changed = " ".join(tokens[:position] + [value] + tokens[position + 1 :])
-                yield f"{line[:30]!r} token {position} -> {value!r}", before + [changed] + after
+                changed = " ".join([*tokens[:position], value, *tokens[position + 1 :]])
+                yield f"{line[:30]!r} token {position} -> {value!r}", [*before, changed, *after]
 
 
 @pytest.mark.timeout(120)

@@ -74,8 +74,13 @@ async def test_close_pulled_track_then_pull_again(sfu, api):
         assert (media.port != 0, media.direction) == (True, "inactive")
         assert mid in answered.group[0].items
         state = await api.ok("GET", f"/sessions/{subscriber.session_id}")
-        assert {"location": "remote", "mid": mid, "trackName": "mic",
-                "sessionId": publisher.session_id, "status": "inactive"} in state["tracks"]
+        assert {
+            "location": "remote",
+            "mid": mid,
+            "trackName": "mic",
+            "sessionId": publisher.session_id,
+            "status": "inactive",
+        } in state["tracks"]
         await assert_nothing_more(sfu, subscriber, mid, publisher.session_id, "mic")
 
         again = await pull_all(subscriber, publisher.session_id, ["mic"])
@@ -94,12 +99,16 @@ async def test_closing_a_published_track_stops_its_subscribers(api):
         await publisher.open()
         await subscriber.open()
         pushed = await publisher.push_many(
-            [(OpusReplayTrack(encode_tone(400, 25)), "a"), (OpusReplayTrack(encode_tone(800, 25)), "b")]
+            [
+                (OpusReplayTrack(encode_tone(400, 25)), "a"),
+                (OpusReplayTrack(encode_tone(800, 25)), "b"),
+            ]
         )
         pulled = await pull_all(subscriber, publisher.session_id, ["a", "b"])
         mids = {t["trackName"]: t["mid"] for t in pulled["tracks"]}
         await wait_until(
-            lambda: all(len(subscriber.received[m]) > 10 for m in mids.values()), what="both flowing"
+            lambda: all(len(subscriber.received[m]) > 10 for m in mids.values()),
+            what="both flowing",
         )
         b_mid = next(t["mid"] for t in pushed["tracks"] if t["trackName"] == "b")
         result = await close_with_offer(publisher, b_mid)
@@ -113,8 +122,13 @@ async def test_closing_a_published_track_stops_its_subscribers(api):
         status = {t["trackName"]: t["status"] for t in state["tracks"]}
         assert status == {"a": "active", "b": "inactive"}
         retry = await api.ok(
-            "POST", f"/sessions/{subscriber.session_id}/tracks/new",
-            {"tracks": [{"location": "remote", "sessionId": publisher.session_id, "trackName": "b"}]},
+            "POST",
+            f"/sessions/{subscriber.session_id}/tracks/new",
+            {
+                "tracks": [
+                    {"location": "remote", "sessionId": publisher.session_id, "trackName": "b"}
+                ]
+            },
         )
         assert retry["tracks"][0]["errorCode"] == "not_found_track_error"
         assert retry["tracks"][0]["mid"] == ""
@@ -132,7 +146,8 @@ async def test_force_close_without_sdp_and_unknown_mid(sfu, api):
         pulled = await pull_all(subscriber, publisher.session_id, ["mic"])
         mid = pulled["tracks"][0]["mid"]
         result = await api.ok(
-            "PUT", f"/sessions/{subscriber.session_id}/tracks/close",
+            "PUT",
+            f"/sessions/{subscriber.session_id}/tracks/close",
             {"tracks": [{"mid": mid}, {"mid": "99"}], "force": True},
         )
         assert result["tracks"][0] == {"mid": mid, "trackName": "mic"}
@@ -147,9 +162,12 @@ async def establish_with_offer(client: Client) -> dict:
     client.pc.createDataChannel("bootstrap")
     await client.pc.setLocalDescription(await client.pc.createOffer())
     result = await client.api.ok(
-        "POST", f"/sessions/{client.session_id}/datachannels/establish",
-        {"dataChannel": {"location": "remote", "dataChannelName": "server-events"},
-         "sessionDescription": {"type": "offer", "sdp": client.pc.localDescription.sdp}},
+        "POST",
+        f"/sessions/{client.session_id}/datachannels/establish",
+        {
+            "dataChannel": {"location": "remote", "dataChannelName": "server-events"},
+            "sessionDescription": {"type": "offer", "sdp": client.pc.localDescription.sdp},
+        },
     )
     assert result["requiresImmediateRenegotiation"] is False
     answer = result["sessionDescription"]
@@ -159,7 +177,8 @@ async def establish_with_offer(client: Client) -> dict:
 
 async def establish_by_sfu_offer(client: Client) -> dict:
     result = await client.api.ok(
-        "POST", f"/sessions/{client.session_id}/datachannels/establish",
+        "POST",
+        f"/sessions/{client.session_id}/datachannels/establish",
         {"dataChannel": {"location": "remote", "dataChannelName": "server-events"}},
     )
     assert result["requiresImmediateRenegotiation"] is True
@@ -184,18 +203,35 @@ async def test_datachannel_messages_are_relayed(api):
         assert established["dataChannel"]["dataChannelName"] == "server-events"
         await establish_by_sfu_offer(subscriber)
         local = await api.ok(
-            "POST", f"/sessions/{publisher.session_id}/datachannels/new",
+            "POST",
+            f"/sessions/{publisher.session_id}/datachannels/new",
             {"dataChannels": [{"location": "local", "dataChannelName": "chat"}]},
         )
         remote = await api.ok(
-            "POST", f"/sessions/{subscriber.session_id}/datachannels/new",
-            {"dataChannels": [{"location": "remote", "sessionId": publisher.session_id,
-                               "dataChannelName": "chat"}]},
+            "POST",
+            f"/sessions/{subscriber.session_id}/datachannels/new",
+            {
+                "dataChannels": [
+                    {
+                        "location": "remote",
+                        "sessionId": publisher.session_id,
+                        "dataChannelName": "chat",
+                    }
+                ]
+            },
         )
         missing = await api.ok(
-            "POST", f"/sessions/{subscriber.session_id}/datachannels/new",
-            {"dataChannels": [{"location": "remote", "sessionId": publisher.session_id,
-                               "dataChannelName": "nope"}]},
+            "POST",
+            f"/sessions/{subscriber.session_id}/datachannels/new",
+            {
+                "dataChannels": [
+                    {
+                        "location": "remote",
+                        "sessionId": publisher.session_id,
+                        "dataChannelName": "nope",
+                    }
+                ]
+            },
         )
         assert "errorCode" in missing["dataChannels"][0]
         send = await open_channel(publisher, "chat", local["dataChannels"][0]["id"])
@@ -207,10 +243,16 @@ async def test_datachannel_messages_are_relayed(api):
         assert await asyncio.wait_for(got.get(), 5) == "hello room"
         state = await api.ok("GET", f"/sessions/{subscriber.session_id}")
         chat = next(c for c in state["dataChannels"] if c["dataChannelName"] == "chat")
-        assert chat == {"location": "remote", "dataChannelName": "chat", "id": recv_id,
-                        "status": "active", "sessionId": publisher.session_id}
+        assert chat == {
+            "location": "remote",
+            "dataChannelName": "chat",
+            "id": recv_id,
+            "status": "active",
+            "sessionId": publisher.session_id,
+        }
         closed = await api.ok(
-            "PUT", f"/sessions/{subscriber.session_id}/datachannels/close",
+            "PUT",
+            f"/sessions/{subscriber.session_id}/datachannels/close",
             {"dataChannels": [{"id": recv_id}, {"id": 999}]},
         )
         assert "errorCode" not in closed["dataChannels"][0]
@@ -263,6 +305,7 @@ async def test_two_hundred_cycles_leave_nothing_behind():
             client = Client(api)
             await client.open()
             await client.push(OpusReplayTrack(packets), "mic")
+
             def sending() -> bool:
                 publication = sfu.registry.lookup(client.session_id, "mic")
                 return publication is not None and publication.is_sending
@@ -272,6 +315,7 @@ async def test_two_hundred_cycles_leave_nothing_behind():
 
         for _ in range(20):
             await asyncio.gather(*(cycle() for _ in range(10)))
+
         async def reaped() -> bool:
             await sfu.registry.reap()
             return len(sfu.registry) == 0
@@ -287,8 +331,10 @@ async def test_two_hundred_cycles_leave_nothing_behind():
             return [t.name for t in threading.enumerate() if not t.name.startswith("asyncio_")]
 
         def settled() -> bool:
-            return not peers() and len(threads()) <= threads_before and (
-                len(asyncio.all_tasks()) <= tasks_before
+            return (
+                not peers()
+                and len(threads()) <= threads_before
+                and (len(asyncio.all_tasks()) <= tasks_before)
             )
 
         try:

@@ -173,7 +173,7 @@ async def test_link_refuses_invalid_values(store: MappingStore, args: tuple) -> 
 async def test_the_schema_refuses_what_the_api_would(store: MappingStore) -> None:
     # The rules hold in the database itself, for anything that writes around the API.
     for room in ("Bad Room", "x" * 65, ""):
-        with pytest.raises(Exception, match="(?i)check"):
+        with pytest.raises(Exception, match=r"(?i)check"):
             await raw(
                 store,
                 "INSERT INTO channel_mappings VALUES ($1, 1, $2, 'manual', '1', $3)",

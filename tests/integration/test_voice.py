@@ -39,8 +39,12 @@ FREQUENCY_TOLERANCE_HZ = 3.0
 FAST_PEER = PeerConfig(recovery=Backoff(initial_s=0.05, max_s=0.5))
 FAST_RECONNECT = Backoff(initial_s=0.2, max_s=1.0)
 VOICE_THREADS = (
-    "packet-router-", "sink-event-router-", "speaking-timer-", "voice-udp-keepalive-",
-    "audioreader-stopper-", "audio-player:",
+    "packet-router-",
+    "sink-event-router-",
+    "speaking-timer-",
+    "voice-udp-keepalive-",
+    "audioreader-stopper-",
+    "audio-player:",
 )
 """voice_recv's reader threads and discord.py's player: the link starts them, and joins them."""
 SOCKET_READER = "voice-socket-reader:"
@@ -67,7 +71,8 @@ async def no_leaks() -> AsyncIterator[None]:
         new = [t for t in threading.enumerate() if t.ident not in threads_before]
         threads = [t.name for t in new if t.name.startswith(VOICE_THREADS)]
         threads += [
-            t.name for t in new
+            t.name
+            for t in new
             if t.name.startswith(SOCKET_READER) and not t._end.is_set()  # type: ignore[attr-defined]
         ]
         if not threads or time.monotonic() > deadline:
@@ -80,7 +85,9 @@ async def no_leaks() -> AsyncIterator[None]:
 @pytest.fixture
 async def realtime(sfu) -> AsyncIterator[RealtimeClient]:
     async with RealtimeClient(
-        sfu.base_url, sfu.app_id, sfu.app_secret,
+        sfu.base_url,
+        sfu.app_id,
+        sfu.app_secret,
     ) as client:
         yield client
 
@@ -100,7 +107,9 @@ class RecordingBridge(Bridge):
         super().__init__(*args, **kwargs)
         self.pushed: dict[str, list[tuple[bytes, int | None]]] = {}
 
-    def speaker(self, track_name: str, display_name: str = "", user_id: str | None = None) -> SpeakerInput:
+    def speaker(
+        self, track_name: str, display_name: str = "", user_id: str | None = None
+    ) -> SpeakerInput:
         speaker = super().speaker(track_name, display_name, user_id)
         if not getattr(speaker, "_recorded", False):
             log = self.pushed.setdefault(track_name, [])
@@ -120,7 +129,9 @@ async def logged_in(fake: FakeDiscord) -> AsyncIterator[discord.Client]:
     intents = discord.Intents.default()
     intents.members = True
     with fake.patch_discord():
-        client = discord.Client(intents=intents, connector=fake.connector(), guild_ready_timeout=0.1)
+        client = discord.Client(
+            intents=intents, connector=fake.connector(), guild_ready_timeout=0.1
+        )
         await client.login(fake.token)
         runner = asyncio.create_task(client.connect(), name="discord-client")
         try:
@@ -135,7 +146,10 @@ async def logged_in(fake: FakeDiscord) -> AsyncIterator[discord.Client]:
 
 @contextlib.asynccontextmanager
 async def bridged(
-    fake: FakeDiscord, guild: FakeGuild, channel_id: int, realtime: RealtimeClient,
+    fake: FakeDiscord,
+    guild: FakeGuild,
+    channel_id: int,
+    realtime: RealtimeClient,
     directory: InMemoryDirectory,
 ) -> AsyncIterator[tuple[discord.Client, RecordingBridge, VoiceLink, BotVoiceSession]]:
     """The bot logged in, its channel bridged into ROOM: (client, bridge, link, fake session)."""
@@ -189,7 +203,9 @@ class Participant:
 
     async def join(self, frequency_hz: float) -> None:
         await self.client.open()
-        await self.client.push(opus_source.OpusReplayTrack(opus_source.encode_tone(frequency_hz, 50)), "mic")
+        await self.client.push(
+            opus_source.OpusReplayTrack(opus_source.encode_tone(frequency_hz, 50)), "mic"
+        )
         await self.directory.join(ROOM, "web", MemberKind.WEB, "web")
         await self.directory.publish(ROOM, "web", TrackInfo(self.client.session_id, "mic", "web"))
 
@@ -214,7 +230,9 @@ class Participant:
     def payloads(self, name: str) -> list[bytes]:
         return [bytes(p.payload) for p in self.client.received[self.mids[name]]]
 
-    async def hear(self, name: str, frames: int = ANALYSED_FRAMES, timeout: float = 10.0) -> list[bytes]:
+    async def hear(
+        self, name: str, frames: int = ANALYSED_FRAMES, timeout: float = 10.0
+    ) -> list[bytes]:
         """The next `frames` non-silent payloads of pulled track `name`."""
         start = len(self.payloads(name))
         async with asyncio.timeout(timeout):
@@ -230,7 +248,9 @@ class Participant:
 
 
 @contextlib.asynccontextmanager
-async def participant(api: Api, directory: InMemoryDirectory, frequency_hz: float) -> AsyncIterator[Participant]:
+async def participant(
+    api: Api, directory: InMemoryDirectory, frequency_hz: float
+) -> AsyncIterator[Participant]:
     web = Participant(api, directory)
     await web.join(frequency_hz)
     try:
@@ -239,7 +259,9 @@ async def participant(api: Api, directory: InMemoryDirectory, frequency_hz: floa
         await web.close()
 
 
-async def bot_output(session: BotVoiceSession, frames: int = ANALYSED_FRAMES, *, dave: bool) -> list[bytes]:
+async def bot_output(
+    session: BotVoiceSession, frames: int = ANALYSED_FRAMES, *, dave: bool
+) -> list[bytes]:
     """`frames` voiced Opus packets the bot sent, after the fake peeled transport and DAVE."""
     session.drain_frames()
     packets: list[bytes] = []
@@ -275,7 +297,12 @@ async def test_two_users_reach_the_room_and_the_room_reaches_discord(api, realti
         voice = guild.add_voice_channel("Lounge")
         alice, bob = fake.add_member(guild, "alice"), fake.add_member(guild, "bob")
         users = [await fake.user_joins_voice(guild, m, voice) for m in (alice, bob)]
-        async with bridged(fake, guild, voice.id, realtime, directory) as (client, bridge, link, session):
+        async with bridged(fake, guild, voice.id, realtime, directory) as (
+            client,
+            bridge,
+            link,
+            session,
+        ):
             await fake.dave(voice).wait_for_members({alice.id, bob.id, fake.bot.id})
             async with (
                 participant(api, directory, 1000.0) as web,
@@ -283,7 +310,10 @@ async def test_two_users_reach_the_room_and_the_room_reaches_discord(api, realti
                 talking(users[1], encode_tone(700, TONE_FRAMES)) as bob_sent,
             ):
                 member = bridge.config.member_id
-                tracks = {alice.id: track_name(guild.id, alice.id), bob.id: track_name(guild.id, bob.id)}
+                tracks = {
+                    alice.id: track_name(guild.id, alice.id),
+                    bob.id: track_name(guild.id, bob.id),
+                }
                 for name in tracks.values():
                     await web.pull(member, name)
                 heard = {user_id: await web.hear(name) for user_id, name in tracks.items()}
@@ -307,7 +337,9 @@ async def test_two_users_reach_the_room_and_the_room_reaches_discord(api, realti
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-async def test_users_joining_and_leaving_mid_call_do_not_interrupt_the_others(api, realtime, directory):
+async def test_users_joining_and_leaving_mid_call_do_not_interrupt_the_others(
+    api, realtime, directory
+):
     load_libopus()
     async with FakeDiscord(dave_protocol_version=1) as fake:
         guild = fake.add_guild("Test")
@@ -350,7 +382,10 @@ async def test_users_joining_and_leaving_mid_call_do_not_interrupt_the_others(ap
                 assert set(across) <= set(alice_sent), "alice lost frames to DAVE across the epochs"
                 # Her RTP timestamps pass through: a frame lost on the way would leave a gap.
                 arrivals = web.client.received[web.mids[alice_track]][start:]
-                steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(arrivals)}
+                steps = {
+                    (b.timestamp - a.timestamp) & 0xFFFFFFFF
+                    for a, b in itertools.pairwise(arrivals)
+                }
                 assert steps == {960}, f"timestamp steps {steps}"
             assert link.counters.dave_failures == 0
             assert link.counters.dave_not_ready == 0
@@ -359,7 +394,9 @@ async def test_users_joining_and_leaving_mid_call_do_not_interrupt_the_others(ap
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-async def test_silence_passes_and_a_corrupted_frame_becomes_counted_silence(api, realtime, directory):
+async def test_silence_passes_and_a_corrupted_frame_becomes_counted_silence(
+    api, realtime, directory
+):
     load_libopus()
     async with FakeDiscord(dave_protocol_version=1) as fake:
         guild = fake.add_guild("Test")
@@ -431,7 +468,12 @@ async def test_without_dave_both_directions_work(api, realtime, directory):
         voice = guild.add_voice_channel("Lounge")
         alice = fake.add_member(guild, "alice")
         alice_voice = await fake.user_joins_voice(guild, alice, voice)
-        async with bridged(fake, guild, voice.id, realtime, directory) as (_, bridge, link, session):
+        async with bridged(fake, guild, voice.id, realtime, directory) as (
+            _,
+            bridge,
+            link,
+            session,
+        ):
             assert compat.dave_state(link.voice_client).protocol_version == 0
             async with (
                 participant(api, directory, 1000.0) as web,
@@ -476,11 +518,16 @@ async def test_kicked_bot_rejoins_and_moved_bot_returns(api, realtime, directory
 
             # Moved by someone else: VSU with the other channel, then VOICE_SERVER_UPDATE.
             gateway = fake.gateway.primary
-            fake.on_voice_state_request(gateway, {"guild_id": str(guild.id), "channel_id": str(elsewhere.id)})
+            fake.on_voice_state_request(
+                gateway, {"guild_id": str(guild.id), "channel_id": str(elsewhere.id)}
+            )
             await wait_until(lambda: link.counters.moves_reverted == 1, what="move noticed")
             await wait_until(
-                lambda: link.voice_client.is_connected() and link.voice_client.channel.id == voice.id,
-                15, "moved back",
+                lambda: (
+                    link.voice_client.is_connected() and link.voice_client.channel.id == voice.id
+                ),
+                15,
+                "moved back",
             )
             await link.wait_for_state(VoiceLinkState.CONNECTED, 15)
             await fake.dave(voice).wait_for_members({alice.id, fake.bot.id})

@@ -39,7 +39,7 @@ SECRET = "integration-test-secret-" + "x" * 24
 ROOMS = {"lobby", "other"}
 
 
-# -- the world -------------------------------------------------------------------------------
+# -- the world -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -204,7 +204,7 @@ async def mic_locator(world: World, joined: Joined) -> dict[str, str]:
     return {"sessionId": track.session_id, "trackName": track.track_name}
 
 
-# -- the happy path ----------------------------------------------------------------------------
+# -- the happy path --------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(60)
@@ -318,12 +318,10 @@ async def test_an_operator_invite_opens_a_room_for_the_web_only(world: World) ->
     # The room is empty again: a rejoin with the credential still gets in.
     status, body = await world.post("/api/rooms/garden/join", {"credential": body["credential"]})
     assert status == 200, body
-    assert [m.member_id for m in await world.directory.members("garden")] == [
-        body["participantId"]
-    ]
+    assert [m.member_id for m in await world.directory.members("garden")] == [body["participantId"]]
 
 
-# -- refusals: joining ---------------------------------------------------------------------------
+# -- refusals: joining -----------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(30)
@@ -415,7 +413,7 @@ async def test_joins_per_invite_are_rate_limited(world: World) -> None:
     refusal(status, body, 429, "rate_limited")
 
 
-# -- refusals: participant calls ---------------------------------------------------------------
+# -- refusals: participant calls -------------------------------------------------------------------
 
 
 @pytest.mark.timeout(30)
@@ -747,7 +745,7 @@ async def test_participants_without_a_socket_or_refresh_are_removed(
     assert await world.directory.members("lobby") == []
 
 
-# -- pages ------------------------------------------------------------------------------------------
+# -- pages -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(30)
@@ -799,7 +797,7 @@ async def test_room_page_is_served_with_a_strict_policy_and_no_inline_code(world
         assert response.status == 404, path
 
 
-# -- ICE servers --------------------------------------------------------------------------------------
+# -- ICE servers -----------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(30)
@@ -875,7 +873,7 @@ async def test_ice_servers_turn_without_port_53_stun_only_or_none(tmp_path) -> N
             await api.registry._ice.aclose()
 
 
-# -- pure parts ---------------------------------------------------------------------------------------
+# -- pure parts ------------------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(10)
@@ -906,7 +904,7 @@ def test_token_bucket_allows_a_burst_then_the_sustained_rate() -> None:
     assert len(keyed) == 2
 
 
-# -- /bridge invite, through the real service and the fake Discord -------------------------------
+# -- /bridge invite, through the real service and the fake Discord ---------------------------------
 
 
 @pytest.mark.slow

@@ -146,9 +146,10 @@ async def measure_recovery(
     fault: str, *, peer: PeerConfig | None = None, within_s: float = 20.0
 ) -> RecoveryResult:
     directory = InMemoryDirectory()
-    async with _sfu_for(fault) as sfu, RealtimeClient(
-        sfu.base_url, sfu.app_id, sfu.app_secret
-    ) as client:
+    async with (
+        _sfu_for(fault) as sfu,
+        RealtimeClient(sfu.base_url, sfu.app_id, sfu.app_secret) as client,
+    ):
         config = peer or PeerConfig()
         speaker = Bridge("recovery", client, directory, BridgeConfig("a", "a", peer=config))
         listener = Bridge("recovery", client, directory, BridgeConfig("b", "b", peer=config))

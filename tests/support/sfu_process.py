@@ -33,7 +33,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def blackout_supported() -> bool:
-    return os.geteuid() == 0 and shutil.which("iptables") is not None and shutil.which("setpriv") is not None
+    return (
+        os.geteuid() == 0
+        and shutil.which("iptables") is not None
+        and shutil.which("setpriv") is not None
+    )
 
 
 def free_port() -> int:
@@ -66,7 +70,11 @@ class SfuProcess:
         command = [sys.executable, "-m", "media.sfu", "--port", str(self.port)]
         if self.isolated:
             command = ["setpriv", f"--regid={self._gid}", "--clear-groups", *command]
-        env = {**os.environ, "SWITCHBOARD_CONFIG": "/nonexistent", "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "SWITCHBOARD_CONFIG": "/nonexistent",
+            "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        }
         env.pop("SWITCHBOARD_SFU_APP_SECRET", None)
         self._process = await asyncio.create_subprocess_exec(
             *command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -112,8 +120,14 @@ class SfuProcess:
         """Every packet the SFU sends is dropped inside the block."""
         if not self.isolated:
             raise RuntimeError("a blackout needs SfuProcess(isolated=True)")
-        subprocess.run(["iptables", "-I", *self._rule], check=True)
+        await _iptables("-I", *self._rule)
         try:
             yield
         finally:
-            subprocess.run(["iptables", "-D", *self._rule], check=True)
+            await _iptables("-D", *self._rule)
+
+
+async def _iptables(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec("iptables", *args)
+    if await process.wait() != 0:
+        raise RuntimeError(f"iptables {' '.join(args)} failed with status {process.returncode}")

@@ -202,7 +202,7 @@ def test_the_directory_is_in_memory_unless_redis_url_is_set(tmp_path: Path) -> N
 
 @pytest.mark.timeout(10)
 def test_without_database_url_the_store_is_the_sqlite_file(tmp_path: Path) -> None:
-    settings = load_settings(write(tmp_path, "[store]\npath = \"/tmp/x.db\"\n"), {})
+    settings = load_settings(write(tmp_path, '[store]\npath = "/tmp/x.db"\n'), {})
     assert settings.store.database_url is None
     assert settings.store.path == Path("/tmp/x.db")
 
@@ -563,4 +563,4 @@ def test_log_format(tmp_path: Path, value: str) -> None:
 @pytest.mark.timeout(10)
 def test_a_bad_log_format_names_the_variable(tmp_path: Path) -> None:
     message = error_for(tmp_path, "", {"SWITCHBOARD_LOG_FORMAT": "xml"})
-    assert "environment variable SWITCHBOARD_LOG_FORMAT: log_format = \"xml\"" in message
+    assert 'environment variable SWITCHBOARD_LOG_FORMAT: log_format = "xml"' in message

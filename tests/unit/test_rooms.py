@@ -38,7 +38,13 @@ async def test_events_in_order_and_snapshot():
         assert members[0].tracks == (track,) and members[0].speaking == {"dc:1:2"}
         await directory.leave("lobby", "m1")
         events = await asyncio.wait_for(take(stream, 5), 1)
-    assert [type(e) for e in events] == [MemberJoined, TrackPublished, SpeakingChanged, TrackRemoved, MemberLeft]
+    assert [type(e) for e in events] == [
+        MemberJoined,
+        TrackPublished,
+        SpeakingChanged,
+        TrackRemoved,
+        MemberLeft,
+    ]
     assert events[3].track == track
     assert await directory.members("lobby") == []
     assert await directory.rooms() == []
