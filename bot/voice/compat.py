@@ -61,6 +61,8 @@ __all__ = [
     "player_thread",
     "reap",
     "remove_reader",
+    "rtp_timestamp",
+    "set_rtp_timestamp",
     "user_id_of_ssrc",
 ]
 
@@ -173,6 +175,17 @@ def user_id_of_ssrc(vc: voice_recv.VoiceRecvClient, ssrc: int) -> int | None:
 def player_thread(vc: voice_recv.VoiceRecvClient) -> threading.Thread | None:
     """The thread `vc.play()` started (still set after it ended), to join after stopping it."""
     return vc._player
+
+
+def rtp_timestamp(vc: voice_recv.VoiceRecvClient) -> int:
+    """The RTP timestamp `vc.send_audio_packet` gives the next packet."""
+    return vc.timestamp
+
+
+def set_rtp_timestamp(*, vc: voice_recv.VoiceRecvClient, timestamp: int) -> None:
+    """Move the send clock on after a pause: discord.py only counts packets it sent. Call it
+    on the player thread (between reads), which alone advances the timestamp."""
+    vc.timestamp = timestamp & 0xFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
