@@ -52,19 +52,17 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiortc
-import av
 import httpx
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from bench.harness import machine
+from bench.harness import percentile as pct
 from media.audio.inbound import InboundOpus
 from media.audio.jitter import JitterBuffer
 from media.audio.opus import OpusDecoder, OpusEncoder
@@ -501,31 +499,8 @@ async def bench(args: argparse.Namespace) -> int:
 # -- statistics and report -----------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = q / 100 * (len(ordered) - 1)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def machine() -> str:
-    cpu, mem_kb = "?", 0
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    except OSError:
-        pass
-    return (
-        f"nproc={os.cpu_count()} cpu={cpu!r} ram={mem_kb / 1024 / 1024:.1f} GiB "
-        f"loadavg={' '.join(f'{x:.2f}' for x in os.getloadavg())} python={platform.python_version()} "
-        f"aiortc={aiortc.__version__} av={av.__version__} numpy={np.__version__}"
-    )
 
 
 def seq_step(record: PathRecord, before: int, after: int) -> str:
