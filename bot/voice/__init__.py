@@ -6,9 +6,10 @@
     ...
     await link.stop()       # and disconnects
 
-`VoiceReceiver` (voice_recv sink, then `DaveDecryptor`) and `BridgeSource` (the never-ending
-Opus source: passthrough, mix, or quiet) are the two halves; `VoiceCounters` is what they count. `compat` is the one module
-that touches discord.py's and voice_recv's internals.
+`VoiceReceiver` (voice_recv sink, then `DaveDecryptor`) and `BridgeSource` (the Opus source:
+passthrough, mix, or nothing while the room is quiet) are the two halves; `VoiceCounters` is
+what they count. `compat` is the one module that touches discord.py's and voice_recv's
+internals.
 """
 
 from .counters import VoiceCounters

@@ -2,7 +2,8 @@
 
 In: every Discord user in the channel becomes one bridge input, track `dc:<guild>:<user>`,
 their Opus passed through untouched with their RTP timestamps (`VoiceReceiver`). Out: the
-room minus this bridge, played into the channel by one never-ending source (`BridgeSource`).
+room minus this bridge, played into the channel by one source (`BridgeSource`: a lone room
+speaker passed through, the mix encoded, nothing sent while the room is quiet).
 
 From `start()` the link owns the voice connection: it rejoins with the shared `Backoff`
 policy when the connection is lost (kicked, discord.py giving up its own reconnect, or its
