@@ -204,6 +204,7 @@ async def test_a_lone_speaker_passes_through_and_mixing_comes_and_goes_without_a
                         abs(dominant_frequency(decode_opus([h.opus for h in alone])) - TONE_HZ) < 3
                     )
                     encoded = link.counters.frames_encoded
+                    concealed = concealments(bridge)
                     start = len(ear.heard)
                     async with speaker(api, directory, "bob", OTHER_HZ):
                         await eventually(
@@ -221,21 +222,34 @@ async def test_a_lone_speaker_passes_through_and_mixing_comes_and_goes_without_a
                         "passthrough after the mix",
                     )
                     across = ear.heard[start:]
+                    concealed = concealments(bridge) - concealed
             finally:
                 await ear.close()
 
         assert_continuous(across)
-        mixed = [h for h in across if h.opus not in set(ann.packets)]
+        own = set(ann.packets)
+        kinds = "".join("A" if h.opus in own else "E" for h in across)
+        mix_start = kinds.index("E" * 20)  # Bob's stretch: the longest run of encoded frames
+        mix_end = kinds.index("A", mix_start)
+        mixed = across[mix_start:mix_end]
         assert len(mixed) > 50
         pcm = decode_opus([h.opus for h in mixed[10:-10]])
         assert band_share(pcm, TONE_HZ) > 0.2 and band_share(pcm, OTHER_HZ) > 0.2, "not the mix"
-        # Ann's tone never dips, at either seam: every 20 ms frame within 6 dB of the median
-        # (after the first few, where a decoder that starts mid-stream fades in).
-        levels = frame_levels(across)[5:]
-        low = int(levels.argmin())
-        assert levels.min() > np.median(levels) / 2, (
-            f"frame {low} at {levels.min():.3f} (median {np.median(levels):.3f}): "
-            f"{describe(across[5:], ann.packets, low)}"
+        # Outside it, an encoded frame is a frame the jitter buffer concealed (a late packet on a
+        # loaded machine), never a seam of ours: as many as the bridge counted, at most.
+        stray = [i for i, kind in enumerate(kinds) if kind == "E" and not mix_start <= i < mix_end]
+        assert len(stray) <= concealed, f"{len(stray)} encoded frames outside the mix: {kinds}"
+        # Ann's tone never dips, at either seam: every 20 ms frame within 6 dB of the median,
+        # after the first few (a decoder that starts mid-stream fades in) and apart from the
+        # concealed frames and the few after each (they fade out and back in by design).
+        levels = frame_levels(across)
+        masked = set(range(5)) | {i + k for i in stray for k in range(6)}
+        checked = [i for i in range(len(across)) if i not in masked]
+        assert {mix_start, mix_start + 1, mix_end, mix_end + 1} <= set(checked), "seams masked"
+        low = min(checked, key=lambda i: levels[i])
+        median = np.median(levels[checked])
+        assert levels[low] > median / 2, (
+            f"frame {low} at {levels[low]:.3f} (median {median:.3f}): {describe(across, own, low)}"
         )
         assert link.counters.frames_passed_through > 80
         assert bridge.mixdown.stats.decode_errors == 0 and link.counters.send_errors == 0
@@ -295,13 +309,17 @@ async def test_a_quiet_room_sends_nothing_and_speech_after_it_arrives_intact(
         assert_continuous(after)
         # And the speech after it is Ann's, untouched, at full level once a decoder that starts
         # mid-tone has faded in (a few frames, as for any Discord client joining a call).
-        foreign = [h for h in resumed if h.opus not in set(ann.packets)]
-        assert len(foreign) <= concealments(bridge) - concealed
+        own = set(ann.packets)
+        stray = [i for i, h in enumerate(resumed) if h.opus not in own]
+        assert len(stray) <= concealments(bridge) - concealed  # concealed frames, encoded
         assert abs(dominant_frequency(decode_opus([h.opus for h in resumed])) - TONE_HZ) < 3
-        levels = frame_levels(resumed)[5:]
-        low = int(levels.argmin())
-        assert levels.min() > np.median(levels) / 2, (
-            f"frame {low} at {levels.min():.3f} (median {np.median(levels):.3f}): "
-            f"{describe(resumed[5:], ann.packets, low)}, concealed {concealments(bridge) - concealed}"
+        levels = frame_levels(resumed)
+        masked = set(range(5)) | {i + k for i in stray for k in range(6)}
+        checked = [i for i in range(len(resumed)) if i not in masked]
+        assert len(checked) > 20
+        low = min(checked, key=lambda i: levels[i])
+        median = np.median(levels[checked])
+        assert levels[low] > median / 2, (
+            f"frame {low} at {levels[low]:.3f} (median {median:.3f}): {describe(resumed, own, low)}"
         )
         assert link.counters.send_pauses >= 1 and link.counters.frames_suppressed > 25
