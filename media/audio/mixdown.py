@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 
 PRIME_PACKETS = 3
 """Packets a stale decoder is fed after a passthrough stretch before it decodes again. Opus
-predicts each frame from the previous ones (band energies, LPC state); after a reset, three
-frames bring a decoder close enough that the seam does not click."""
+predicts each frame from the previous ones (band energies, LPC state), and a reset decoder
+converges within a few frames; three decodes, once per seam, cost next to nothing."""
 
 
 @dataclass(slots=True)
@@ -194,7 +194,9 @@ class Mixdown:
             pcm = stream.decoder.decode(payload)
         return pcm
 
-    def _read(self, now: float | None, passthrough: bool) -> MixdownOutput:
+    def read_output(self, now: float | None = None, *, passthrough: bool = True) -> MixdownOutput:
+        """The next 20 ms: one stream's packet as it came, or PCM to encode, or nothing.
+        `passthrough=False` always decodes and mixes (PCM whenever anyone plays)."""
         when = time.monotonic() if now is None else now
         with self._lock:
             playing = []
@@ -206,12 +208,17 @@ class Mixdown:
             passed_last, self._passed_last = self._passed_last, None
             if passthrough and len(playing) == 1:
                 stream, frame = playing[0]
-                if frame.kind == "packet" and opus_packet_samples(frame.payload) == FRAME_SAMPLES:  # type: ignore[arg-type]
-                    stream.passed.append(frame.payload)  # type: ignore[arg-type]
+                payload = frame.payload
+                if (
+                    frame.kind == "packet"
+                    and payload is not None
+                    and opus_packet_samples(payload) == FRAME_SAMPLES  # Discord's frame size
+                ):
+                    stream.passed.append(payload)
                     self._passed_last = stream
                     self.stats.frames += 1
                     self.stats.passthrough_frames += 1
-                    return MixdownOutput(packet=frame.payload)
+                    return MixdownOutput(packet=payload)
             prime = None
             if passed_last is not None and passed_last.passed:
                 try:
@@ -237,14 +244,9 @@ class Mixdown:
             self.stats.mixed_frames += 1
         return MixdownOutput(pcm=out, prime=prime)
 
-    def read_output(self, now: float | None = None, *, passthrough: bool = True) -> MixdownOutput:
-        """The next 20 ms: one stream's packet as it came, or PCM to encode, or nothing.
-        `passthrough=False` always decodes and mixes (PCM whenever anyone plays)."""
-        return self._read(now, passthrough)
-
     def read_frame(self, now: float | None = None) -> Pcm:
         """The next 20 ms of mono 48 kHz int16 PCM (960 samples)."""
-        out = self._read(now, passthrough=False)
+        out = self.read_output(now, passthrough=False)
         return out.pcm if out.pcm is not None else self._mixer.mix(())
 
     def close(self) -> None:
