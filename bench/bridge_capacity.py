@@ -66,6 +66,8 @@ if str(ROOT) not in sys.path:
 
 from media.aiortc_compat import pin_host_addresses  # noqa: E402
 
+from bench.harness import machine_busy, process_cpu_s, rtc_config  # noqa: E402
+
 LOOPBACK = "127.0.0.1"
 pin_host_addresses([LOOPBACK])  # first thing in every process (spawned children re-import this)
 
@@ -199,23 +201,10 @@ def partner_of(rooms: list[Room]) -> dict[int, int]:
 # --------------------------------------------------------------------------------------
 
 
-def _cpu_self_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
-def _pid_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
-def _machine_jiffies() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
 
 
 async def _recv(conn, timeout: float) -> Any:
@@ -236,10 +225,6 @@ def _quiet_logging() -> None:
         stamina.instrumentation.set_on_retry_hooks([])
 
 
-def _rtc_config():
-    from aiortc import RTCConfiguration
-
-    return RTCConfiguration(iceServers=[])  # aiortc's default would query stun.l.google.com
 
 
 # --------------------------------------------------------------------------------------
@@ -308,7 +293,7 @@ def load_main(conn, url: str, app_id: str, secret: str, publishers: int) -> None
         pcs = []
 
         async def publish(index: int) -> str:
-            pc = RTCPeerConnection(_rtc_config())
+            pc = RTCPeerConnection(rtc_config())
             pcs.append(pc)
             track = OpusReplayTrack(encode_source(1500.0 + 40.0 * index, marker=False))
             transceiver = pc.addTransceiver(track, direction="sendonly")
@@ -414,7 +399,7 @@ class NaiveBridge:
         self.http = http
         self.directory = directory
         self.relay = relay
-        self.pc = RTCPeerConnection(_rtc_config())
+        self.pc = RTCPeerConnection(rtc_config())
         self.pc.on("track", self._on_track)
         self.session_id = ""
         self.streams: list[NaiveStream] = []
@@ -595,19 +580,26 @@ class OursOutput:
 
 class DiscordOutput:
     """The production send path around an output: `bot.voice.send.BridgeSource.read()` (the
-    mix, then a mono 64 kb/s voip Opus encode unless silent), as discord.py's player calls it."""
+    mix, then a mono 64 kb/s voip Opus encode unless silent), as discord.py's player calls it.
+    Every bridge here hears three speakers all the time, so `SendMode.MIX` is what
+    passthrough would do too; the output's frame is what the source encodes."""
 
     def __init__(self, output) -> None:
         from bot.voice.counters import VoiceCounters
-        from bot.voice.send import BridgeSource
+        from bot.voice.send import BridgeSource, SendMode
 
         self.output = output
         self._pcm = np.zeros(FRAME, dtype=np.int16)
-        self.source = BridgeSource(self._capture, VoiceCounters())
+        self.source = BridgeSource(self, VoiceCounters(), mode=SendMode.MIX)
 
-    def _capture(self) -> np.ndarray:
+    def read_output(self, *, passthrough: bool = True):
+        from media.audio.mixdown import MixdownOutput
+
         self._pcm = self.output.read_frame()
-        return self._pcm
+        return MixdownOutput(pcm=self._pcm)
+
+    def wake_on_audio(self, callback) -> None:
+        pass  # never paused: SendMode.MIX
 
     @property
     def last_missing(self) -> int:
@@ -948,17 +940,17 @@ async def _service(cfg: dict[str, Any]) -> dict[str, Any]:
     totals = _jitter_totals if mode == "ours" else _naive_totals
     counters0 = totals(bridges)
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    others0 = {name: _pid_cpu_s(pid) for name, pid in other_pids.items()}
-    busy0, total0 = _machine_jiffies()
-    t0, cpu0 = time.monotonic(), _cpu_self_s()
+    others0 = {name: process_cpu_s(pid) for name, pid in other_pids.items()}
+    busy0, total0 = machine_busy()
+    t0, cpu0 = time.monotonic(), process_cpu_s()
     if profiler is not None:
         profiler.enable()  # Python 3.12's cProfile (sys.monitoring) sees every thread
     await asyncio.sleep(cfg["seconds"])
     if profiler is not None:
         profiler.disable()
-    t1, cpu1 = time.monotonic(), _cpu_self_s()
-    busy1, total1 = _machine_jiffies()
-    others1 = {name: _pid_cpu_s(pid) for name, pid in other_pids.items()}
+    t1, cpu1 = time.monotonic(), process_cpu_s()
+    busy1, total1 = machine_busy()
+    others1 = {name: process_cpu_s(pid) for name, pid in other_pids.items()}
     counters1 = totals(bridges)
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     threads_alive = threading.active_count()

@@ -52,22 +52,19 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiortc
-import av
 import httpx
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from media.audio import jitter as jitter_module
+from bench.harness import machine
+from bench.harness import percentile as pct
 from media.audio.inbound import InboundOpus
-from media.audio.jitter import JitterBuffer, PlayoutFrame
+from media.audio.jitter import JitterBuffer
 from media.audio.opus import OpusDecoder, OpusEncoder
 from media.audio.packet import FRAME_SAMPLES, SAMPLE_RATE_HZ, OpusPacket
 from media.audio.source import OpusSource
@@ -502,31 +499,8 @@ async def bench(args: argparse.Namespace) -> int:
 # -- statistics and report -----------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = q / 100 * (len(ordered) - 1)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def machine() -> str:
-    cpu, mem_kb = "?", 0
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    except OSError:
-        pass
-    return (
-        f"nproc={os.cpu_count()} cpu={cpu!r} ram={mem_kb / 1024 / 1024:.1f} GiB "
-        f"loadavg={' '.join(f'{x:.2f}' for x in os.getloadavg())} python={platform.python_version()} "
-        f"aiortc={aiortc.__version__} av={av.__version__} numpy={np.__version__}"
-    )
 
 
 def seq_step(record: PathRecord, before: int, after: int) -> str:
@@ -753,70 +727,11 @@ def dump(path: str, run: Run, clocks: list[PathRecord], stock: PathRecord) -> No
     print(f"raw timings written to {path}")
 
 
-# -- --replay: our jitter buffer and candidate changes on one recorded run ---------------------
+# -- --replay: our jitter buffer on one recorded run ------------------------------------------
 #
 # Same packets, same arrival times, same tick times as the live run (the playout loop is
-# deterministic given those), so the variants differ only by the buffer's decisions. The
-# variants reach into JitterBuffer's private state: evidence for a change, not a change.
-
-
-class StartAtTarget(JitterBuffer):
-    """(Re)starting playout with more than the target buffered skips the excess at once."""
-
-    def _start_playout(self, now: float) -> bool:
-        if not super()._start_playout(now):
-            return False
-        while self._newest_pos - self._play_pos + 1 > self._target:
-            packet = self._slots[self._play_pos % jitter_module.RING_FRAMES]
-            if packet is not None:
-                self._take(packet)
-            self._move_play(1)
-            self.stats.trimmed += 1
-        return True
-
-
-class FastTrim(JitterBuffer):
-    """Depth 2+ frames over target loses a frame every 0.2 s (1 frame over: TRIM_AFTER_S, as now)."""
-
-    FAST_TRIM_S = 0.2
-
-    def _trim_excess(self, now: float) -> None:
-        excess = self._newest_pos - self._play_pos + 1 - self._target
-        if (
-            excess >= 2
-            and self._excess_since is not None
-            and now - self._excess_since >= self.FAST_TRIM_S
-        ):
-            self._excess_since = now - jitter_module.TRIM_AFTER_S  # due now
-        super()._trim_excess(now)
-
-
-class StartAtTargetFastTrim(StartAtTarget, FastTrim):
-    pass
-
-
-class SkipConcealedLoss(JitterBuffer):
-    """Frames concealed while waiting that turn out lost are not played again a frame late.
-
-    As is, an underrun holds the playout point (the packet may be late); when the next packet
-    then shows the awaited one was lost, the lost frame is still played (FEC) after the
-    concealment already played in its place, so the loss adds a frame of delay.
-    """
-
-    def _next_frame(self, now: float) -> PlayoutFrame | None:
-        ring = jitter_module.RING_FRAMES
-        if self._count and self._concealed and self._slots[self._play_pos % ring] is None:
-            ahead = 1
-            while (following := self._slots[(self._play_pos + ahead) % ring]) is None:
-                ahead += 1
-            if self._was_lost_before(following):
-                skip = min(ahead, self._concealed)  # what was concealed already
-                self._move_play(skip)
-        return super()._next_frame(now)
-
-
-class AllThree(StartAtTarget, FastTrim, SkipConcealedLoss):
-    pass
+# deterministic given those): a check that a recording reproduces, and the base for trying a
+# change to media/audio/jitter.py offline against a run that misbehaved.
 
 
 def replay(path: str, warmup_s: float) -> int:
@@ -836,16 +751,8 @@ def replay(path: str, warmup_s: float) -> int:
         f"  {'buffer':30} {'steady p50/p95':>15} {'after p50/p95':>15} {'rx steady':>11} {'rx after':>11}"
         f"  plc trimmed missed"
     )
-    variants: list[tuple[str, Callable[[], JitterBuffer]]] = [
-        ("as is", JitterBuffer),
-        ("start at target", StartAtTarget),
-        ("fast trim", FastTrim),
-        ("start at target + fast trim", StartAtTargetFastTrim),
-        ("skip concealed loss", SkipConcealedLoss),
-        ("all three", AllThree),
-    ]
-    for name, make in variants:
-        buffers = [make() for _ in range(clocks)]
+    for name in ("as is",):
+        buffers = [JitterBuffer() for _ in range(clocks)]
         out: list[dict[int, float]] = [{} for _ in range(clocks)]
         cursor = 0
         for clock, _due, tick_out, _kind, _target, _depth, _index, drained in data["ticks"]:
@@ -923,7 +830,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dump", metavar="JSON", help="also write the raw timings there")
     parser.add_argument(
-        "--replay", metavar="JSON", help="no run: replay a --dump through jitter-buffer variants"
+        "--replay", metavar="JSON", help="no run: replay a --dump through the jitter buffer"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -32,24 +32,13 @@ pin_host_addresses(["127.0.0.1"])  # before anything can open a socket: media st
 import argparse
 import asyncio
 import logging
-import os
-import platform
 import statistics
 
+from bench.harness import machine
 from tests.support.recovery import FAULTS, measure_recovery
 from tests.support.sfu_process import blackout_supported
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
 async def run(faults: list[str], runs: int) -> int:

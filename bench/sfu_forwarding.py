@@ -45,7 +45,6 @@ import multiprocessing as mp
 import os
 import platform
 import pstats
-import resource
 import sys
 import time
 import traceback
@@ -61,14 +60,13 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 from aiortc import (  # noqa: E402
     MediaStreamTrack,
-    RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 
-from media.aiortc_compat import install_tap  # noqa: E402
-from media.aiortc_compat import pin_host_addresses  # noqa: E402
+from bench.harness import machine_busy, process_cpu_s, rtc_config, schedstat  # noqa: E402
+from media.aiortc_compat import install_tap, pin_host_addresses  # noqa: E402
 
 SAMPLE_RATE = 48_000
 FRAME = 960  # samples per 20 ms packet
@@ -81,9 +79,6 @@ SEQ_MOD = 1 << 16
 LOOPBACK = "127.0.0.1"
 
 
-def _rtc_config() -> RTCConfiguration:
-    # iceServers=[]: aiortc's default would resolve and query stun.l.google.com.
-    return RTCConfiguration(iceServers=[])
 
 
 # --------------------------------------------------------------------------------------
@@ -332,7 +327,7 @@ class LoadGenerator:
     # -- set-up ---------------------------------------------------------------------------
 
     async def _publish(self, index: int) -> None:
-        pc = RTCPeerConnection(_rtc_config())
+        pc = RTCPeerConnection(rtc_config())
         self.pcs.append(pc)
         track = ReplayTrack(self.packets, phase=index * 37)
         self.tracks[index] = track
@@ -354,7 +349,7 @@ class LoadGenerator:
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
 
     async def _subscribe_ours(self) -> None:
-        pc = RTCPeerConnection(_rtc_config())
+        pc = RTCPeerConnection(rtc_config())
         self.pcs.append(pc)
         by_transceiver: dict[int, Subscription] = {}
         pending_taps: list = []
@@ -410,7 +405,7 @@ class LoadGenerator:
             )
 
     async def _subscribe_baseline(self) -> None:
-        pc = RTCPeerConnection(_rtc_config())
+        pc = RTCPeerConnection(rtc_config())
         self.pcs.append(pc)
         for index in range(len(self.publisher_ids)):
             transceiver = pc.addTransceiver("audio", direction="recvonly")
@@ -636,7 +631,7 @@ class DecodeRelay:
         from aiohttp import web
 
         body = await request.json()
-        pc = RTCPeerConnection(_rtc_config())
+        pc = RTCPeerConnection(rtc_config())
         self.pcs.append(pc)
         publisher_id = f"p{len(self.pcs)}"
 
@@ -652,7 +647,7 @@ class DecodeRelay:
         from aiohttp import web
 
         body = await request.json()
-        pc = RTCPeerConnection(_rtc_config())
+        pc = RTCPeerConnection(rtc_config())
         self.pcs.append(pc)
         await pc.setRemoteDescription(RTCSessionDescription(body["sdp"], "offer"))
         for publisher_id in body["publishers"]:  # in m-line order
@@ -695,37 +690,12 @@ def encoder_label_lag() -> int:
 # --------------------------------------------------------------------------------------
 
 
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
-def _pid_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
 
 
-def _schedstat(pid: int) -> tuple[float, float]:
-    """(seconds on CPU, seconds runnable but waiting for a CPU), summed over the threads."""
-    run = wait = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "schedstat").read_text().split()
-        except OSError:
-            continue
-        run += int(fields[0])
-        wait += int(fields[1])
-    return run / 1e9, wait / 1e9
 
 
-def _machine_busy() -> tuple[int, int]:
-    """(busy jiffies, total jiffies) over all CPUs, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
 
 
 def _sfu_counters(sfu) -> tuple[int, int]:
@@ -816,19 +786,19 @@ async def run_phase(mode: str, publishers: int, subscribers: int, args) -> Phase
             sfu_lag.start()
         profiler = cProfile.Profile() if args.profile in (mode, "both") else None
         counters0 = _sfu_counters(server) if mode == "ours" else None
-        busy0, total0 = _machine_busy()
-        load0 = _pid_cpu_s(process.pid)
-        sched0, load_sched0 = _schedstat(os.getpid()), _schedstat(process.pid)
-        t0, cpu0 = time.monotonic(), _cpu_s()
+        busy0, total0 = machine_busy()
+        load0 = process_cpu_s(process.pid)
+        sched0, load_sched0 = schedstat(os.getpid()), schedstat(process.pid)
+        t0, cpu0 = time.monotonic(), process_cpu_s()
         if profiler is not None:
             profiler.enable()
         await asyncio.sleep(args.seconds)
         if profiler is not None:
             profiler.disable()
-        t1, cpu1 = time.monotonic(), _cpu_s()
-        load1 = _pid_cpu_s(process.pid)
-        sched1, load_sched1 = _schedstat(os.getpid()), _schedstat(process.pid)
-        busy1, total1 = _machine_busy()
+        t1, cpu1 = time.monotonic(), process_cpu_s()
+        load1 = process_cpu_s(process.pid)
+        sched1, load_sched1 = schedstat(os.getpid()), schedstat(process.pid)
+        busy1, total1 = machine_busy()
         counters1 = _sfu_counters(server) if mode == "ours" else None
         parent_conn.send(("window", t0, t1))
         message = await _recv(parent_conn, timeout=120)

@@ -7,11 +7,20 @@ exported counters never go backwards.
 The service's state (rooms, web participants, each bridge's link quality) is read when
 /metrics is scraped (`refresh()`), from the room directory and the bridges' Realtime peers;
 the registry also carries the standard `process_*` collectors (memory, CPU, open FDs).
+
+What a bridged channel costs: `rate(process_cpu_seconds_total) / switchboard_bridges` (one
+service process), split by the threads that spend it in `switchboard_thread_cpu_seconds_total`
+(the event loop; discord.py's player and socket reader per voice connection; voice_recv's
+threads), with the send path's work in `switchboard_discord_frames_{passed_through,encoded,
+suppressed}_total`: a passed-through or suppressed frame costs no encode.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -55,6 +64,62 @@ class _VoiceCollector(Collector):
                 f"switchboard_discord_{name}", f"Discord voice: {name.replace('_', ' ')}", value=totals[name]
             )
         yield GaugeMetricFamily("switchboard_speakers", "Discord speakers published into rooms", value=speakers)
+
+
+THREAD_ROLES = (
+    ("event_loop", re.compile(r"MainThread$")),
+    ("discord_player", re.compile(r"audio-player:")),
+    ("discord_socket_reader", re.compile(r"voice-socket-reader:")),
+    ("voice_recv", re.compile(r"(packet-router|sink-event-router|speaking-timer)-")),
+)
+"""Threads by what they do for the bridges; any other thread counts as `other`."""
+
+
+def thread_role(name: str) -> str:
+    for role, pattern in THREAD_ROLES:
+        if pattern.match(name):
+            return role
+    return "other"
+
+
+class _ThreadCpuCollector(Collector):
+    """CPU seconds of the live threads, summed by role, plus those of threads that ended (so
+    the counter never goes backwards: a thread's CPU is banked when it is last seen)."""
+
+    def __init__(self) -> None:
+        self._ended = {role: 0.0 for role, _ in THREAD_ROLES} | {"other": 0.0}
+        self._last: dict[tuple[object, ...], tuple[str, float]] = {}  # thread -> (role, CPU s)
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        with self._lock:
+            seen: dict[tuple[object, ...], tuple[str, float]] = {}
+            for thread in threading.enumerate():
+                if thread.ident is None or thread.native_id is None:
+                    continue
+                try:
+                    cpu = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+                except OSError:  # ended between enumerate() and here
+                    continue
+                # Thread ids are reused: a new thread under an old id must not look like the
+                # old one's CPU going backwards.
+                key = (thread.ident, thread.native_id, thread.name)
+                seen[key] = (thread_role(thread.name), cpu)
+            for key, (role, cpu) in self._last.items():
+                if key not in seen:
+                    self._ended[role] += cpu
+            self._last = seen
+            totals = dict(self._ended)
+            for role, cpu in seen.values():
+                totals[role] += cpu
+        family = CounterMetricFamily(
+            "switchboard_thread_cpu_seconds",
+            "CPU time of the service's threads by role (event loop, Discord player, ...)",
+            labels=["role"],
+        )
+        for role, seconds in totals.items():
+            family.add_metric([role], seconds)
+        yield family
 
 
 MEDIA_COUNTERS = (
@@ -120,6 +185,7 @@ class Metrics:
         r.register(self._voice)
         self._media = _MediaCollector()
         r.register(self._media)
+        r.register(_ThreadCpuCollector())
         self.recovery_seconds = Histogram(
             "switchboard_peer_recovery_seconds",
             "From noticing a failed Realtime session to its replacement carrying the tracks",

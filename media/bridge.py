@@ -4,7 +4,9 @@ Input: per-speaker Opus packet streams (the Discord adapter, or generators in te
 speaker is published as its own track, lazily on its first packet, without transcoding, and
 unpublished when it leaves. Output: a never-ending 20 ms PCM stream made from every other
 member's tracks — never its own — through jitter buffers and the mixer (`read_frame()` for a
-consumer with its own clock, `frames()` paced from a wall-clock origin otherwise).
+consumer with its own clock, `frames()` paced from a wall-clock origin otherwise), or for a
+consumer that sends Opus, `read_output()`: a lone speaker's packets undecoded, the mix only
+when there is something to mix.
 
 The bridge follows the room through a `RoomFollower` (the reconciler): late joiners and their
 tracks are subscribed, leavers unsubscribed, and tracks republished under a new session after
@@ -17,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from .audio import FRAME_MS, FRAME_SAMPLES, OPUS_SILENCE_FRAME, SAMPLE_RATE_HZ
 from .audio.inbound import InboundOpus
-from .audio.mixdown import Mixdown, StreamTotals
+from .audio.mixdown import Mixdown, MixdownOutput, StreamTotals
 from .audio.mixer import Pcm
 from .audio.source import OpusSource
 from .backoff import Backoff
@@ -254,6 +256,16 @@ class Bridge:
     def read_frame(self) -> Pcm:
         """The next 20 ms of the room minus this bridge (mono 48 kHz int16); thread-safe."""
         return self._mixdown.read_frame()
+
+    def read_output(self, *, passthrough: bool = True) -> MixdownOutput:
+        """The next 20 ms for a consumer that sends Opus (thread-safe): one room speaker's
+        packet as it came, or the mix to encode, or nothing (see `Mixdown.read_output`)."""
+        return self._mixdown.read_output(passthrough=passthrough)
+
+    def wake_on_audio(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` once, on the event loop, when the next packet from the room
+        arrives (for a consumer that stopped reading while the room was quiet)."""
+        self._mixdown.wake_on_packet(callback)
 
     async def frames(self) -> AsyncIterator[Pcm]:
         """`read_frame()` every 20 ms from a wall-clock origin, forever (silence when quiet)."""

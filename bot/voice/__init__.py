@@ -6,19 +6,21 @@
     ...
     await link.stop()       # and disconnects
 
-`VoiceReceiver` (voice_recv sink, then `DaveDecryptor`) and `BridgeSource` (the never-ending
-Opus source) are the two halves; `VoiceCounters` is what they count. `compat` is the one module
-that touches discord.py's and voice_recv's internals.
+`VoiceReceiver` (voice_recv sink, then `DaveDecryptor`) and `BridgeSource` (the Opus source:
+passthrough, mix, or nothing while the room is quiet) are the two halves; `VoiceCounters` is
+what they count. `compat` is the one module that touches discord.py's and voice_recv's
+internals.
 """
 
 from .counters import VoiceCounters
 from .link import VoiceLink, VoiceLinkState, track_name
 from .opus_loader import load_opus
 from .receive import VoiceReceiver
-from .send import BridgeSource
+from .send import BridgeSource, SendMode
 
 __all__ = [
     "BridgeSource",
+    "SendMode",
     "VoiceCounters",
     "VoiceLink",
     "VoiceLinkState",

@@ -19,8 +19,7 @@ Workarounds (see docs/discord-voice.md, "Library quirks"):
    concealment are the room's jitter buffers' job, downstream.
 3. `VoiceRecvClient.listen()` always builds voice_recv's own reader: `install_reader` puts
    ours where the voice websocket hook and the SSRC mapping look for it (`vc._reader`).
-4. `AudioReader.stop()` ends its threads without joining them, and its speaking timer can miss
-   its one wake-up (the Event is set and cleared at once): `join_reader` nudges and joins.
+4. `AudioReader.stop()` ends its threads without joining them: `join_reader` joins them.
 5. davey raising inside discord.py's MLS handlers (`DiscordVoiceWebSocket.
    received_binary_message`, e.g. a second external sender) is not caught: the voice
    websocket task (`VoiceConnectionState._runner`) ends while `is_connected()` stays True.
@@ -31,6 +30,11 @@ Workarounds (see docs/discord-voice.md, "Library quirks"):
    on the old UDP socket (`select()` with a 30 s timeout) while the new connection's IP
    discovery waits for it. Nothing here calls `move_to`; `VoiceLink` goes back to its channel
    with a fresh connection instead.
+8. voice_recv's `SpeakingTimer` sets a `threading.Event` for every received packet, waking
+   its thread 50 times a second per speaker, only to time `voice_member_speaking_start/stop`
+   sink events that nothing here listens to (speaking state comes from the packets, in the
+   bridge): ~13 % of the service's CPU with two Discord speakers (bench/RESULTS.md, issue 14).
+   `ReceiveReader` replaces it with a no-op that never starts a thread.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ __all__ = [
     "player_thread",
     "reap",
     "remove_reader",
+    "rtp_timestamp",
+    "set_rtp_timestamp",
     "user_id_of_ssrc",
 ]
 
@@ -101,8 +107,34 @@ class _NoKeepAlive:
         pass
 
 
+class _NoSpeakingTimer:
+    """Stands in for voice_recv's `SpeakingTimer` (workaround 8): no thread, no events."""
+
+    def start(self) -> None:
+        pass
+
+    def notify(self, ssrc: int | None = None) -> None:
+        pass
+
+    def drop_ssrc(self, ssrc: int) -> None:
+        pass
+
+    def get_speaking(self, ssrc: int) -> bool | None:
+        return None
+
+    def stop(self) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
 class ReceiveReader(AudioReader):
-    """voice_recv's reader without the keepalive thread, with prompt decoders (workarounds 1, 2)."""
+    """voice_recv's reader without the keepalive thread and the speaking timer, with prompt
+    decoders (workarounds 1, 2, 8)."""
 
     def __init__(
         self,
@@ -113,6 +145,7 @@ class ReceiveReader(AudioReader):
     ) -> None:
         super().__init__(sink, vc, after=after)
         self.keepalive = _NoKeepAlive()  # type: ignore[assignment]
+        self.speaking_timer = _NoSpeakingTimer()  # type: ignore[assignment]
         router = self.packet_router
         router.get_decoder = _prompt_decoder_factory(router)  # type: ignore[method-assign]
 
@@ -148,15 +181,10 @@ def remove_reader(vc: voice_recv.VoiceRecvClient | None, reader: ReceiveReader) 
 
 def join_reader(reader: ReceiveReader, timeout_s: float) -> None:
     """Wait (blocking: run it in a thread) for a stopped reader's threads (workaround 4)."""
-    threads: list[threading.Thread] = [
-        reader.packet_router,
-        reader.event_router,
-        reader.speaking_timer,
-    ]
+    threads: list[threading.Thread] = [reader.packet_router, reader.event_router]
     deadline = time.monotonic() + timeout_s
     for thread in threads:
         while thread.is_alive() and time.monotonic() < deadline:
-            reader.speaking_timer.notify()
             thread.join(JOIN_POLL_S)
         if thread.is_alive():
             logger.warning("voice_recv thread %s did not end within %.1f s", thread.name, timeout_s)
@@ -173,6 +201,17 @@ def user_id_of_ssrc(vc: voice_recv.VoiceRecvClient, ssrc: int) -> int | None:
 def player_thread(vc: voice_recv.VoiceRecvClient) -> threading.Thread | None:
     """The thread `vc.play()` started (still set after it ended), to join after stopping it."""
     return vc._player
+
+
+def rtp_timestamp(vc: voice_recv.VoiceRecvClient) -> int:
+    """The RTP timestamp `vc.send_audio_packet` gives the next packet."""
+    return vc.timestamp
+
+
+def set_rtp_timestamp(*, vc: voice_recv.VoiceRecvClient, timestamp: int) -> None:
+    """Move the send clock on after a pause: discord.py only counts packets it sent. Call it
+    on the player thread (between reads), which alone advances the timestamp."""
+    vc.timestamp = timestamp & 0xFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,9 +44,17 @@ class VoiceCounters:
     """Frames attributed to the bot's own user (never forwarded)."""
     # Send: Discord's player thread.
     frames_sent: int = 0
-    """Encoded Opus frames of the room's mix handed to discord.py."""
+    """Voiced Opus frames handed to discord.py (passed through + encoded)."""
+    frames_passed_through: int = 0
+    """One room speaker's packets sent as they came (no decode, no encode)."""
+    frames_encoded: int = 0
+    """Frames of the room's mix encoded here (several speakers, or a concealed frame)."""
     silence_sent: int = 0
-    """Silence frames sent while the room was quiet (keeps the RTP clock running)."""
+    """Silence frames returned while the room was quiet (before a pause; always in MIX mode)."""
+    send_pauses: int = 0
+    """Times sending paused because nobody spoke (SPEAKING off)."""
+    frames_suppressed: int = 0
+    """20 ms frames not sent while paused (counted when sending resumes)."""
     send_errors: int = 0
     """Mix or encode failures: a silence frame was sent instead."""
     # Link: the event loop.

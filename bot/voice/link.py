@@ -2,7 +2,8 @@
 
 In: every Discord user in the channel becomes one bridge input, track `dc:<guild>:<user>`,
 their Opus passed through untouched with their RTP timestamps (`VoiceReceiver`). Out: the
-room minus this bridge, played into the channel by one never-ending source (`BridgeSource`).
+room minus this bridge, played into the channel by one source (`BridgeSource`: a lone room
+speaker passed through, the mix encoded, nothing sent while the room is quiet).
 
 From `start()` the link owns the voice connection: it rejoins with the shared `Backoff`
 policy when the connection is lost (kicked, discord.py giving up its own reconnect, or its
@@ -39,7 +40,7 @@ from . import compat
 from .counters import VoiceCounters
 from .opus_loader import load_opus
 from .receive import VoiceReceiver
-from .send import BridgeSource
+from .send import BridgeSource, SendMode
 
 __all__ = ["VoiceLink", "VoiceLinkState", "track_name"]
 
@@ -83,7 +84,8 @@ class VoiceLink:
     """Binds a connected `voice_recv.VoiceRecvClient` to `bridge`; see the module docstring.
 
     ``guild_id`` defaults to the voice client's guild; ``counters`` to a fresh `VoiceCounters`
-    (read them from `link.counters`); ``reconnect`` is the rejoin and move-back policy.
+    (read them from `link.counters`); ``reconnect`` is the rejoin and move-back policy;
+    ``send_mode`` `SendMode.MIX` restores the always-mix send path (for benches).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class VoiceLink:
         reconnect: Backoff = RECONNECT,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         reconnect_grace_s: float = RECONNECT_GRACE_S,
+        send_mode: SendMode = SendMode.PASSTHROUGH,
     ) -> None:
         if not isinstance(voice_client, voice_recv.VoiceRecvClient):
             raise TypeError("connect with channel.connect(cls=voice_recv.VoiceRecvClient)")
@@ -112,6 +115,7 @@ class VoiceLink:
         self._receiver = VoiceReceiver(
             self._on_frame, self.counters, on_reader_ended=self._on_reader_ended
         )
+        self._send_mode = send_mode
         self._source: BridgeSource | None = None
         self._speakers: dict[int, _Speaker] = {}
         self._departed: set[int] = set()
@@ -190,7 +194,7 @@ class VoiceLink:
         except (OSError, discord.DiscordException) as exc:
             # Not needed by our own paths (Opus in, Opus out); see opus_loader.
             logger.warning("libopus not loaded into discord.py: %s", exc)
-        self._source = BridgeSource(self._bridge.read_frame, self.counters)
+        self._source = BridgeSource(self._bridge, self.counters, mode=self._send_mode)
         self._tasks = [
             asyncio.create_task(
                 self._watch("voice_state_update", self._on_voice_state_update),
@@ -258,12 +262,13 @@ class VoiceLink:
             except Exception:
                 logger.exception("starting the voice receiver failed guild=%s", self.guild_id)
                 await self._receiver.detach()
-        if not vc.is_playing():
+        if not (vc.is_playing() or vc.is_paused()):  # paused: nobody in the room speaks
             if restart:
                 logger.warning("Discord player ended guild=%s: restarting", self.guild_id)
                 self.counters.player_restarts += 1
             await self._detach_player(vc)  # a finished player's thread
             assert self._source is not None
+            self._source.bind(vc)
             try:
                 vc.play(self._source, after=self._on_player_ended)
             except discord.ClientException as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .packet import SAMPLE_RATE_HZ, OpusPacket
@@ -30,8 +31,11 @@ class InboundStats:
 
 
 class InboundOpus:
-    def __init__(self, session_id: str, track_name: str) -> None:
+    def __init__(
+        self, session_id: str, track_name: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.session_id = session_id
+        self._clock = clock  # arrival times: tests replay a stream on a virtual clock
         self.track_name = track_name
         self._queue: collections.deque[OpusPacket] = collections.deque()
         self._ready = asyncio.Event()
@@ -45,9 +49,11 @@ class InboundOpus:
         self._lost_before = 0  # loss counted on earlier connections
         self._transit: float | None = None
         self._jitter = 0.0  # in timestamp units
+        self.on_feed: Callable[[], None] | None = None
+        """Called after each packet is queued (a consumer that polls can sleep until then)."""
 
     def feed(self, payload: bytes, timestamp: int, sequence: int) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._account(timestamp, sequence, now)
         self._bytes += len(payload)
         if len(self._queue) >= INBOUND_QUEUE_PACKETS:
@@ -55,6 +61,8 @@ class InboundOpus:
             self._dropped += 1
         self._queue.append(OpusPacket(payload, timestamp, sequence, now))
         self._ready.set()
+        if self.on_feed is not None:
+            self.on_feed()
 
     def restart(self) -> None:
         """The sender changed (new connection): sequence numbering starts afresh, and what

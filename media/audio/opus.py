@@ -40,6 +40,11 @@ _OPUS_SET_BITRATE_REQUEST = 4002
 _OPUS_SET_INBAND_FEC_REQUEST = 4012
 _OPUS_SET_PACKET_LOSS_PERC_REQUEST = 4014
 _OPUS_SET_DTX_REQUEST = 4016
+_OPUS_RESET_STATE = 4028
+_OPUS_AUTO = -1000
+# From libopus' opus_private.h: handled by every libopus build, but not in its public header.
+_OPUS_SET_FORCE_MODE_REQUEST = 11002
+_MODE_CELT_ONLY = 1002
 _BITRATE_RANGE_BPS = (6_000, 510_000)
 
 Application = Literal["voip", "audio"]
@@ -91,6 +96,7 @@ def _libopus() -> ctypes.CDLL:
     lib.opus_encode.restype = ctypes.c_int32
     # opus_encoder_ctl is variadic: only the fixed arguments may be declared.
     lib.opus_encoder_ctl.restype = c_int
+    lib.opus_decoder_ctl.restype = c_int
     lib.opus_encoder_destroy.argtypes = [c_void_p]
     lib.opus_encoder_destroy.restype = None
     lib.opus_decoder_create.argtypes = [ctypes.c_int32, c_int, ctypes.POINTER(c_int)]
@@ -180,6 +186,24 @@ class OpusEncoder:
             raise OpusError("opus_encode", size)
         return ctypes.string_at(self._packet, size)
 
+    def reset(self) -> None:
+        """Forget the past signal, as a fresh encoder would (OPUS_RESET_STATE)."""
+        if self._state is None:
+            raise ValueError("encoder is closed")
+        code = self._lib.opus_encoder_ctl(
+            ctypes.c_void_p(self._state), ctypes.c_int(_OPUS_RESET_STATE)
+        )
+        if code != _OPUS_OK:
+            raise OpusError("opus_encoder_ctl(OPUS_RESET_STATE)", code)
+
+    def force_celt(self, celt_only: bool) -> None:
+        """Code in CELT only (True), or let libopus choose SILK, hybrid or CELT (False).
+
+        A decoder that switches between two encoders' streams in different modes has no state
+        for the new mode and fades in over tens of ms; matching the other stream's mode avoids
+        that dip (see `bot.voice.send`)."""
+        self._ctl(_OPUS_SET_FORCE_MODE_REQUEST, _MODE_CELT_ONLY if celt_only else _OPUS_AUTO)
+
     def close(self) -> None:
         """Free the native encoder; idempotent."""
         if self._state is not None:
@@ -241,6 +265,16 @@ class OpusDecoder:
         if samples < 0:
             raise OpusError(operation, samples)
         return self._pcm_view[: samples * self.channels].copy()
+
+    def reset(self) -> None:
+        """Forget the past stream, as a fresh decoder would (OPUS_RESET_STATE)."""
+        if self._state is None:
+            raise ValueError("decoder is closed")
+        code = self._lib.opus_decoder_ctl(
+            ctypes.c_void_p(self._state), ctypes.c_int(_OPUS_RESET_STATE)
+        )
+        if code != _OPUS_OK:
+            raise OpusError("opus_decoder_ctl(OPUS_RESET_STATE)", code)
 
     def close(self) -> None:
         """Free the native decoder; idempotent."""

@@ -12,6 +12,36 @@ FRAME_SAMPLES = SAMPLE_RATE_HZ * FRAME_MS // 1000
 OPUS_SILENCE_FRAME = b"\xf8\xff\xfe"
 """The 20 ms Opus silence frame Discord sends (and passes through DAVE unencrypted)."""
 
+_FRAME_SAMPLES_BY_CONFIG = (
+    (480, 960, 1920, 2880) * 3  # SILK: 10, 20, 40, 60 ms
+    + (480, 960) * 2  # hybrid: 10, 20 ms
+    + (120, 240, 480, 960) * 4  # CELT: 2.5, 5, 10, 20 ms
+)
+"""Samples (48 kHz) per Opus frame, by the TOC byte's configuration number (RFC 6716 §3.1)."""
+
+
+def opus_packet_samples(payload: bytes) -> int:
+    """Samples (48 kHz, per channel) one Opus packet decodes to; 0 if it is malformed."""
+    if not payload:
+        return 0
+    toc = payload[0]
+    code = toc & 0x3
+    if code == 0:
+        frames = 1
+    elif code in (1, 2):
+        frames = 2
+    elif len(payload) < 2:
+        return 0
+    else:
+        frames = payload[1] & 0x3F
+    return frames * _FRAME_SAMPLES_BY_CONFIG[toc >> 3]
+
+
+def opus_packet_is_celt(payload: bytes) -> bool:
+    """The packet is coded in CELT-only mode (RFC 6716 §3.1: configurations 16-31)."""
+    return bool(payload) and payload[0] >> 3 >= 16
+
+
 _UINT32_MAX = 0xFFFF_FFFF
 _UINT16_MAX = 0xFFFF
 

@@ -62,7 +62,7 @@ def test_the_pinned_versions_are_installed():
         (AudioReader, "keepalive", "ReceiveReader (workaround 1)"),
         (AudioReader, "packet_router", "ReceiveReader, join_reader"),
         (AudioReader, "event_router", "join_reader"),
-        (AudioReader, "speaking_timer", "join_reader (workaround 4)"),
+        (AudioReader, "speaking_timer", "ReceiveReader (workaround 8)"),
         (PacketRouter, "decoders", "ReceiveReader's decoder factory (workaround 2)"),
         (PacketRouter, "_lock", "ReceiveReader's decoder factory (workaround 2)"),
         (PacketDecoder, "_buffer", "ReceiveReader's decoder factory (workaround 2)"),
@@ -83,7 +83,7 @@ def test_functions_have_the_signatures_we_call():
         (PacketRouter.get_decoder, ["self", "ssrc"], "ReceiveReader replaces it per instance"),
         (PacketDecoder.__init__, ["self", "router", "ssrc"], "the decoder factory"),
         (AudioReader.__init__, ["self", "sink", "voice_client", "after"], "ReceiveReader"),
-        (SpeakingTimer.notify, ["self", "ssrc"], "join_reader nudges it"),
+        (SpeakingTimer.notify, ["self", "ssrc"], "_NoSpeakingTimer stands in for it"),
     ]
     for function, expected, used_for in checks:
         assert parameters(function) == expected, (
@@ -102,6 +102,15 @@ def test_voice_recv_reader_keeps_its_keepalive_behind_start_and_stop():
     assert "self.keepalive.stop()" in stop, "AudioReader._stop no longer stops self.keepalive"
 
 
+def test_voice_recv_calls_only_what_the_speaking_timer_stand_in_offers():
+    from discord.ext.voice_recv import reader, voice_client
+
+    source = inspect.getsource(reader) + inspect.getsource(voice_client)
+    called = set(re.findall(r"speaking_timer\.(\w+)", source))
+    offered = {name for name in vars(compat._NoSpeakingTimer) if not name.startswith("_")}
+    assert called and called <= offered, f"voice_recv calls speaking_timer.{called - offered}"
+
+
 def test_the_worked_around_bugs_are_still_there():
     """When one of these fails, upstream fixed it: drop the workaround in compat.py."""
     assert UDPKeepAlive.delay == 5000 and "time.sleep(self.delay)" in inspect.getsource(
@@ -109,6 +118,9 @@ def test_the_worked_around_bugs_are_still_there():
     ), "UDPKeepAlive no longer sleeps `delay` seconds: workaround 1 may be unnecessary"
     default = inspect.signature(HeapJitterBuffer.__init__).parameters["prefsize"].default
     assert default == 1, f"HeapJitterBuffer's prefsize default is {default}: see workaround 2"
+    assert "self.speaking_timer.notify(ssrc)" in inspect.getsource(AudioReader.callback), (
+        "voice_recv no longer wakes its speaking timer per packet: workaround 8 may be unnecessary"
+    )
     assert "AudioReader(sink, self" in inspect.getsource(VoiceRecvClient.listen), (
         "VoiceRecvClient.listen() now takes a reader? workaround 3 may be unnecessary"
     )
