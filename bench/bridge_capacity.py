@@ -64,35 +64,34 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from media.aiortc_compat import pin_host_addresses  # noqa: E402
-
-from bench.harness import machine_busy, process_cpu_s, rtc_config  # noqa: E402
+from bench.harness import machine_busy, process_cpu_s, rtc_config
+from media.aiortc_compat import pin_host_addresses
 
 LOOPBACK = "127.0.0.1"
 pin_host_addresses([LOOPBACK])  # first thing in every process (spawned children re-import this)
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import collections  # noqa: E402
-import contextlib  # noqa: E402
-import cProfile  # noqa: E402
-import fractions  # noqa: E402
-import io  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import pstats  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import collections
+import contextlib
+import cProfile
+import fractions
+import io
+import logging
+import math
+import multiprocessing as mp
+import os
+import platform
+import pstats
+import random
+import resource
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 SAMPLE_RATE = 48_000
 FRAME = 960
@@ -201,12 +200,6 @@ def partner_of(rooms: list[Room]) -> dict[int, int]:
 # --------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
 async def _recv(conn, timeout: float) -> Any:
     loop = asyncio.get_running_loop()
     ready = await loop.run_in_executor(None, conn.poll, timeout)
@@ -223,8 +216,6 @@ def _quiet_logging() -> None:
         import stamina
 
         stamina.instrumentation.set_on_retry_hooks([])
-
-
 
 
 # --------------------------------------------------------------------------------------

@@ -53,28 +53,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from media.aiortc_compat import pin_host_addresses  # noqa: E402
+from media.aiortc_compat import pin_host_addresses
 
 pin_host_addresses(["127.0.0.1"])  # before anything can open a socket: media stays on loopback
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import datetime  # noqa: E402
-import fractions  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import ssl  # noqa: E402
-import struct  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import datetime
+import fractions
+import json
+import os
+import ssl
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.harness import machine, machine_busy, process_cpu_s  # noqa: E402
-from bench.harness import percentile as pct  # noqa: E402
-from media.audio.opus import OpusDecoder, OpusEncoder  # noqa: E402
-from media.audio.packet import FRAME_SAMPLES, SAMPLE_RATE_HZ  # noqa: E402
+from bench.harness import machine, machine_busy, process_cpu_s
+from bench.harness import percentile as pct
+from media.audio.opus import OpusDecoder, OpusEncoder
+from media.audio.packet import FRAME_SAMPLES, SAMPLE_RATE_HZ
 
 ROOM = "lobby"
 FRAME_S = 0.020
@@ -90,7 +90,17 @@ IN_FLIGHT_GRACE_S = 1.0
 GOAL_ADDED_P95_MS = 2.0
 GOAL_TO_DISCORD_P95_MS = 40.0
 GOAL_CPU_PCT = {"worst": 7.0, "conversation": 3.0}
-CONVERSATION = (("A", 3), (None, 1), ("alice", 3), (None, 1), ("B", 3), (None, 2), ("bob", 3), (None, 2), ("C", 2))
+CONVERSATION = (
+    ("A", 3),
+    (None, 1),
+    ("alice", 3),
+    (None, 1),
+    ("B", 3),
+    (None, 2),
+    ("bob", 3),
+    (None, 2),
+    ("C", 2),
+)
 """Who speaks, for how many seconds, in one cycle of the conversation scenario."""
 DISCORD_TAIL_FRAMES = 5
 """Silence frames a Discord client sends after speech before it stops sending."""
@@ -99,16 +109,24 @@ DISCORD_TAIL_FRAMES = 5
 # -- signals ------------------------------------------------------------------------------------
 
 
-def make_packets(frames: int, seed: int, *, clicks: bool, sigma: float = NOISE_SIGMA) -> list[bytes]:
+def make_packets(
+    frames: int, seed: int, *, clicks: bool, sigma: float = NOISE_SIGMA
+) -> list[bytes]:
     rng = np.random.default_rng(seed)
-    pcm = np.clip(rng.standard_normal(frames * FRAME_SAMPLES) * sigma, -32768, 32767).astype(np.int16)
+    pcm = np.clip(rng.standard_normal(frames * FRAME_SAMPLES) * sigma, -32768, 32767).astype(
+        np.int16
+    )
     if clicks:
         t = np.arange(CLICK_SAMPLES)
-        burst = (CLICK_AMPLITUDE * np.sin(2 * np.pi * t / 24) * np.hanning(CLICK_SAMPLES)).astype(np.int16)
+        burst = (CLICK_AMPLITUDE * np.sin(2 * np.pi * t / 24) * np.hanning(CLICK_SAMPLES)).astype(
+            np.int16
+        )
         for index in range(0, frames, CLICK_EVERY):
             pcm[index * FRAME_SAMPLES : index * FRAME_SAMPLES + CLICK_SAMPLES] = burst
     encoder = OpusEncoder(channels=1)  # voip, 32 kb/s, FEC: as Discord clients and browsers send
-    packets = [encoder.encode(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]) for i in range(frames)]
+    packets = [
+        encoder.encode(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]) for i in range(frames)
+    ]
     encoder.close()
     return packets
 
@@ -132,10 +150,11 @@ class Schedule:
         return False
 
 
-
-
 def fmt(values: list[float]) -> str:
-    return f"p50 {pct(values, 50):6.1f}  p95 {pct(values, 95):6.1f}  max {max(values, default=float('nan')):6.1f}  n {len(values)}"
+    worst = max(values, default=float("nan"))
+    return (
+        f"p50 {pct(values, 50):6.1f}  p95 {pct(values, 95):6.1f}  max {worst:6.1f}  n {len(values)}"
+    )
 
 
 # -- the service (child process) ------------------------------------------------------------------
@@ -188,7 +207,11 @@ async def service(cfg: dict[str, Any]) -> None:
             async def announce() -> None:
                 async for event in events:
                     if isinstance(event, TrackPublished) and event.member_id == member_id:
-                        say(event="published", track=event.track.track_name, session_id=event.track.session_id)
+                        say(
+                            event="published",
+                            track=event.track.track_name,
+                            session_id=event.track.session_id,
+                        )
 
             announcer = asyncio.create_task(announce())
             while line := await asyncio.to_thread(sys.stdin.readline):  # until stdin closes
@@ -199,8 +222,10 @@ async def service(cfg: dict[str, Any]) -> None:
                 for stream in bridge.mixdown._streams
             }
             say(
-                event="counters", voice=link.counters.snapshot(),
-                mixdown=_stats(bridge.mixdown.stats), jitter=jitter,
+                event="counters",
+                voice=link.counters.snapshot(),
+                mixdown=_stats(bridge.mixdown.stats),
+                jitter=jitter,
             )
             announcer.cancel()
             await asyncio.gather(announcer, return_exceptions=True)
@@ -346,7 +371,9 @@ async def discord_sender(user: Any, stream: Stream, schedule: Schedule) -> None:
         delay = at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        user.timestamp = (base_timestamp + i * FRAME_SAMPLES) & 0xFFFFFFFF  # a client's clock runs on
+        user.timestamp = (
+            base_timestamp + i * FRAME_SAMPLES
+        ) & 0xFFFFFFFF  # a client's clock runs on
         if speaking:
             quiet = 0
             stream.sent[i] = time.monotonic()
@@ -356,16 +383,10 @@ async def discord_sender(user: Any, stream: Stream, schedule: Schedule) -> None:
             user.send_frame(OPUS_SILENCE_FRAME)
 
 
-
-
-
-
-
-
 async def world(args: argparse.Namespace, mode: str) -> dict[str, float]:
+    from media.sfu import LocalSFU
     from tests.fakes.discord import FakeDiscord
     from tests.support.rtc import Api, Client
-    from media.sfu import LocalSFU
 
     # Enough unique packets for set-up (child start, DAVE, subscriptions) plus the run.
     total_frames = int((SETUP_ALLOWANCE_S + args.warmup + args.seconds) / FRAME_S)
@@ -381,7 +402,7 @@ async def world(args: argparse.Namespace, mode: str) -> dict[str, float]:
     n_s = timeline.add(Stream("N", make_packets(total_frames, 24, clicks=False)))
     clicking = [a_s, b_s, c_s] if talk else [a_s]
     load_before = os.getloadavg()
-    started_utc = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    started_utc = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     print()
     print(f"=== scenario {args.scenario}, send mode {mode} ===")
     print(f"date -u {started_utc}; loadavg before {' '.join(f'{x:.2f}' for x in load_before)}")
@@ -396,21 +417,39 @@ async def world(args: argparse.Namespace, mode: str) -> dict[str, float]:
         a, b, c = Client(api, tap=True), Client(api), Client(api)
         probe = Client(api)  # the network baseline: not in the room, so the bridge never hears it
         always = Schedule("worst", schedule.origin)
-        for client, stream, when in ((a, a_s, schedule), (b, b_s, schedule), (c, c_s, schedule), (probe, n_s, always)):
+        for client, stream, when in (
+            (a, a_s, schedule),
+            (b, b_s, schedule),
+            (c, c_s, schedule),
+            (probe, n_s, always),
+        ):
             await client.open()
             await client.push(replay_track(stream, when), "mic")
 
         cfg = {
-            "api_base": fake.api_base, "gateway_url": fake.gateway_url, "token": fake.token,
-            "cert_pem": fake.certificate.cert_pem.decode(), "guild_id": guild.id,
-            "channel_id": channel.id, "sfu_url": sfu.base_url, "app_id": sfu.app_id,
+            "api_base": fake.api_base,
+            "gateway_url": fake.gateway_url,
+            "token": fake.token,
+            "cert_pem": fake.certificate.cert_pem.decode(),
+            "guild_id": guild.id,
+            "channel_id": channel.id,
+            "sfu_url": sfu.base_url,
+            "app_id": sfu.app_id,
             "app_secret": sfu.app_secret,
-            "room": [["A", a.session_id, "mic"], ["B", b.session_id, "mic"], ["C", c.session_id, "mic"]],
+            "room": [
+                ["A", a.session_id, "mic"],
+                ["B", b.session_id, "mic"],
+                ["C", c.session_id, "mic"],
+            ],
             "send_mode": mode,
         }
         child = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--service", json.dumps(cfg),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            __file__,
+            "--service",
+            json.dumps(cfg),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         published: dict[str, str] = {}
         final: dict[str, Any] = {}
@@ -438,7 +477,9 @@ async def world(args: argparse.Namespace, mode: str) -> dict[str, float]:
             on_udp = session.on_udp
 
             def timed_on_udp(data: bytes, addr: tuple[str, int]) -> None:
-                timeline.bot_arrivals.setdefault(struct.unpack_from(">H", data, 2)[0], time.monotonic())
+                timeline.bot_arrivals.setdefault(
+                    struct.unpack_from(">H", data, 2)[0], time.monotonic()
+                )
                 on_udp(data, addr)
 
             session.on_udp = timed_on_udp  # type: ignore[method-assign]
@@ -452,7 +493,11 @@ async def world(args: argparse.Namespace, mode: str) -> dict[str, float]:
                 timeline.note(bytes(packet.payload), "received")
 
             # A pulls both Discord users and the probe (the network baseline), all through its tap.
-            wanted = [(f"dc:{guild.id}:{alice.id}", None), (f"dc:{guild.id}:{bob.id}", None), ("mic", probe.session_id)]
+            wanted = [
+                (f"dc:{guild.id}:{alice.id}", None),
+                (f"dc:{guild.id}:{bob.id}", None),
+                ("mic", probe.session_id),
+            ]
             for name, session_id in wanted:
                 for _ in range(400):
                     sid = session_id or published.get(name)
@@ -495,16 +540,33 @@ async def world(args: argparse.Namespace, mode: str) -> dict[str, float]:
                 child.kill()
                 await child.wait()
             await asyncio.wait_for(reader, 5)
-            final["names"] = {client.session_id[:8]: name for client, name in ((a, "A"), (b, "B"), (c, "C"))}
+            final["names"] = {
+                client.session_id[:8]: name for client, name in ((a, "A"), (b, "B"), (c, "C"))
+            }
             for client in (a, b, c, probe):
                 await client.close()
             await api.aclose()
         frames = session.drain_frames()
 
     busy = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1) * 100
-    return report(args, mode, timeline, frames, (alice_s, bob_s), clicking, n_s, window_start, window_end,
-                  cpu1 - cpu0, {k: threads1.get(k, 0) - threads0.get(k, 0) for k in threads1},
-                  final, started_utc, load_before, load_after, busy)
+    return report(
+        args,
+        mode,
+        timeline,
+        frames,
+        (alice_s, bob_s),
+        clicking,
+        n_s,
+        window_start,
+        window_end,
+        cpu1 - cpu0,
+        {k: threads1.get(k, 0) - threads0.get(k, 0) for k in threads1},
+        final,
+        started_utc,
+        load_before,
+        load_after,
+        busy,
+    )
 
 
 def in_window(stream: Stream, start: float, end: float) -> list[int]:
@@ -512,10 +574,22 @@ def in_window(stream: Stream, start: float, end: float) -> list[int]:
 
 
 def report(
-    args: argparse.Namespace, mode: str, timeline: Timeline, frames: list[Any],
-    discord_streams: tuple[Stream, ...], clicking: list[Stream], probe: Stream, start: float,
-    end: float, cpu_s: float, threads: dict[str, float], final: dict[str, Any], started_utc: str,
-    load_before: tuple[float, ...], load_after: tuple[float, ...], busy_pct: float,
+    args: argparse.Namespace,
+    mode: str,
+    timeline: Timeline,
+    frames: list[Any],
+    discord_streams: tuple[Stream, ...],
+    clicking: list[Stream],
+    probe: Stream,
+    start: float,
+    end: float,
+    cpu_s: float,
+    threads: dict[str, float],
+    final: dict[str, Any],
+    started_utc: str,
+    load_before: tuple[float, ...],
+    load_after: tuple[float, ...],
+    busy_pct: float,
 ) -> dict[str, float]:
     wall = end - start
     print()
@@ -533,10 +607,15 @@ def report(
             if i in stream.sfu_in:
                 service_leg.append((stream.sfu_in[i] - stream.sent[i]) * 1000)
                 sfu_leg.append((stream.received[i] - stream.sfu_in[i]) * 1000)
-    baseline = [(probe.received[i] - probe.sent[i]) * 1000 for i in in_window(probe, start, end) if i in probe.received]
+    baseline = [
+        (probe.received[i] - probe.sent[i]) * 1000
+        for i in in_window(probe, start, end)
+        if i in probe.received
+    ]
     clicks_only = [
         (s.received[i] - s.sent[i]) * 1000
-        for s in discord_streams for i in in_window(s, start, end)
+        for s in discord_streams
+        for i in in_window(s, start, end)
         if i % CLICK_EVERY == 0 and i in s.received
     ]
     print(f"  total            {fmt(to_room)}  missed {missed}")
@@ -550,7 +629,10 @@ def report(
 
     print()
     names = "/".join(s.name for s in clicking)
-    print(f"Room -> Discord (clicks: {names}'s aiortc send -> decoded onset at the fake, after transport + DAVE)")
+    print(
+        f"Room -> Discord (clicks: {names}'s aiortc send -> decoded onset at the fake, after "
+        "transport + DAVE)"
+    )
     decoder = OpusDecoder(channels=2)
     detections: list[tuple[float, float]] = []  # (detection time, the click's send time)
     pushed = sorted(
@@ -579,42 +661,91 @@ def report(
         print("  per click, in order (ms): " + " ".join(f"{v:.0f}" for v in to_discord))
     expected = sum(1 for s in clicking for i in in_window(s, start, end) if i % CLICK_EVERY == 0)
     print(f"  clicks           {fmt(to_discord)}  of {expected} sent")
-    print(f"  frames the fake got: {len(frames)} ({dave_frames} DAVE-encrypted, {plain} voiced but not DAVE, "
-          f"{undecryptable} undecryptable)")
+    print(
+        f"  frames the fake got: {len(frames)} ({dave_frames} DAVE-encrypted, {plain} voiced but "
+        "not DAVE, "
+        f"{undecryptable} undecryptable)"
+    )
 
     print()
-    print(f"CPU of the service process (1 bridged channel, 2 Discord + 3 room speakers, {args.scenario}, "
-          f"send mode {mode}) over {wall:.1f} s:")
-    print(f"  {cpu_s / wall * 100:.1f} % of one core ({cpu_s / wall * 1000:.1f} ms per second); "
-          f"machine {busy_pct:.0f} % busy (both CPUs, everyone's load)")
+    print(
+        "CPU of the service process (1 bridged channel, 2 Discord + 3 room speakers, "
+        f"{args.scenario}, "
+        f"send mode {mode}) over {wall:.1f} s:"
+    )
+    print(
+        f"  {cpu_s / wall * 100:.1f} % of one core ({cpu_s / wall * 1000:.1f} ms per second); "
+        f"machine {busy_pct:.0f} % busy (both CPUs, everyone's load)"
+    )
     busiest = sorted(threads.items(), key=lambda kv: -kv[1])[:8]
-    print("  by thread: " + ", ".join(f"{name} {s / wall * 100:.1f}%" for name, s in busiest if s > 0))
+    print(
+        "  by thread: " + ", ".join(f"{name} {s / wall * 100:.1f}%" for name, s in busiest if s > 0)
+    )
     if final:
         voice = final.get("voice", {})
-        keys = ("frames_forwarded", "dave_decrypted", "dave_failures", "frames_sent",
-                "frames_passed_through", "frames_encoded", "silence_sent", "send_pauses",
-                "frames_suppressed", "send_errors", "unmapped_buffered", "gap_fillers")
+        keys = (
+            "frames_forwarded",
+            "dave_decrypted",
+            "dave_failures",
+            "frames_sent",
+            "frames_passed_through",
+            "frames_encoded",
+            "silence_sent",
+            "send_pauses",
+            "frames_suppressed",
+            "send_errors",
+            "unmapped_buffered",
+            "gap_fillers",
+        )
         print("  service counters: " + ", ".join(f"{k}={voice.get(k)}" for k in keys))
         print(f"  mixdown: {final.get('mixdown')}")
-        keys = ("target_ms", "depth_ms", "underruns", "plc_frames", "fec_recovered", "late_dropped", "trimmed")
+        keys = (
+            "target_ms",
+            "depth_ms",
+            "underruns",
+            "plc_frames",
+            "fec_recovered",
+            "late_dropped",
+            "trimmed",
+        )
         names = final.get("names", {})
         for key, stats in final.get("jitter", {}).items():
             name = names.get(key.split("/")[0], key)
-            print(f"  bridge jitter buffer {name}: " + ", ".join(f"{k}={stats.get(k)}" for k in keys))
+            print(
+                f"  bridge jitter buffer {name}: " + ", ".join(f"{k}={stats.get(k)}" for k in keys)
+            )
     print(f"  loadavg after {' '.join(f'{x:.2f}' for x in load_after)}")
 
     cpu_pct = cpu_s / wall * 100
     if args.json:
-        Path(f"{args.json}.{args.scenario}.{mode}.json").write_text(json.dumps({
-            "date": started_utc, "to_room": to_room, "baseline": baseline, "service_leg": service_leg,
-            "to_discord": to_discord, "cpu_pct": cpu_pct, "threads": threads,
-            "load_before": load_before, "load_after": load_after, "final": final,
-        }))
+        Path(f"{args.json}.{args.scenario}.{mode}.json").write_text(
+            json.dumps(
+                {
+                    "date": started_utc,
+                    "to_room": to_room,
+                    "baseline": baseline,
+                    "service_leg": service_leg,
+                    "to_discord": to_discord,
+                    "cpu_pct": cpu_pct,
+                    "threads": threads,
+                    "load_before": load_before,
+                    "load_after": load_after,
+                    "final": final,
+                }
+            )
+        )
     return {
-        "cpu_pct": cpu_pct, "busy_pct": busy_pct, "to_room_p95": pct(to_room, 95),
-        "added_p95": added95, "added_p50": added50, "to_discord_p50": pct(to_discord, 50),
-        "to_discord_p95": pct(to_discord, 95), "clicks": len(to_discord), "clicks_sent": expected,
-        "missed": missed, "load": load_before[0],
+        "cpu_pct": cpu_pct,
+        "busy_pct": busy_pct,
+        "to_room_p95": pct(to_room, 95),
+        "added_p95": added95,
+        "added_p50": added50,
+        "to_discord_p50": pct(to_discord, 50),
+        "to_discord_p95": pct(to_discord, 95),
+        "clicks": len(to_discord),
+        "clicks_sent": expected,
+        "missed": missed,
+        "load": load_before[0],
     }
 
 
@@ -622,10 +753,13 @@ def summary(scenario: str, results: dict[str, dict[str, float]]) -> None:
     print()
     print(f"Summary ({scenario}; each mode its own world and service process, one after the other)")
     for mode, r in results.items():
-        print(f"  {mode:11s} CPU {r['cpu_pct']:5.1f} % of a core (machine {r['busy_pct']:3.0f} % busy, "
-              f"loadavg {r['load']:.2f}); room -> Discord p50 {r['to_discord_p50']:.1f} "
-              f"p95 {r['to_discord_p95']:.1f} ms ({r['clicks']:.0f}/{r['clicks_sent']:.0f} clicks); "
-              f"Discord -> room added p95 {r['added_p95']:.1f} ms, {r['missed']:.0f} missed")
+        print(
+            f"  {mode:11s} CPU {r['cpu_pct']:5.1f} % of a core (machine {r['busy_pct']:3.0f} % "
+            "busy, "
+            f"loadavg {r['load']:.2f}); room -> Discord p50 {r['to_discord_p50']:.1f} "
+            f"p95 {r['to_discord_p95']:.1f} ms ({r['clicks']:.0f}/{r['clicks_sent']:.0f} clicks); "
+            f"Discord -> room added p95 {r['added_p95']:.1f} ms, {r['missed']:.0f} missed"
+        )
     if "passthrough" in results and "mix" in results:
         ratio = results["mix"]["cpu_pct"] / max(results["passthrough"]["cpu_pct"], 1e-9)
         print(f"  CPU mix / passthrough: {ratio:.2f}x")
@@ -634,8 +768,14 @@ def summary(scenario: str, results: dict[str, dict[str, float]]) -> None:
         goal = GOAL_CPU_PCT[scenario]
         checks = (
             (f"CPU <= {goal:.0f} %", r["cpu_pct"] <= goal),
-            (f"room -> Discord p95 <= {GOAL_TO_DISCORD_P95_MS:.0f} ms", r["to_discord_p95"] <= GOAL_TO_DISCORD_P95_MS),
-            (f"Discord -> room added p95 <= {GOAL_ADDED_P95_MS:.0f} ms", r["added_p95"] <= GOAL_ADDED_P95_MS),
+            (
+                f"room -> Discord p95 <= {GOAL_TO_DISCORD_P95_MS:.0f} ms",
+                r["to_discord_p95"] <= GOAL_TO_DISCORD_P95_MS,
+            ),
+            (
+                f"Discord -> room added p95 <= {GOAL_ADDED_P95_MS:.0f} ms",
+                r["added_p95"] <= GOAL_ADDED_P95_MS,
+            ),
             ("nothing lost", r["missed"] == 0),
         )
         for what, met in checks:
@@ -643,16 +783,21 @@ def summary(scenario: str, results: dict[str, dict[str, float]]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
     parser.add_argument(
-        "--warmup", type=float, default=8.0,
+        "--warmup",
+        type=float,
+        default=8.0,
         help="seconds of audio before measuring (the bridge's jitter buffer settles in ~5 s)",
     )
     parser.add_argument("--json", help="also write raw figures to JSON.<scenario>.<mode>.json")
     parser.add_argument("--scenario", choices=("worst", "conversation"), default="worst")
     parser.add_argument(
-        "--modes", default="mix,passthrough",
+        "--modes",
+        default="mix,passthrough",
         help="send modes to run, in order (comma-separated: passthrough, mix)",
     )
     parser.add_argument("--verbose", action="store_true", help="print every click's latency")

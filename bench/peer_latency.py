@@ -421,7 +421,8 @@ async def bench(args: argparse.Namespace) -> int:
     buffers = [JitterBuffer() for _ in range(args.clocks)]
     print(machine())
     print(
-        f"audio {args.seconds:.0f} s (warm-up {args.warmup:.0f} s), a click every {CLICK_EVERY * 20} ms, "
+        f"audio {args.seconds:.0f} s (warm-up {args.warmup:.0f} s), a click every "
+        f"{CLICK_EVERY * 20} ms, "
         f"packet {drop} dropped in the SFU at {drop * FRAME_S:.2f} s"
         + (
             f", event loop stalled {args.stall_ms:.0f} ms at {args.stall_at:.2f} s"
@@ -459,7 +460,7 @@ async def bench(args: argparse.Namespace) -> int:
             started = time.monotonic()
             tasks.append(asyncio.create_task(feed(run, source)))
             inbound = subscriber.inbound(publisher.session_id, TRACK)
-            while await subscriber.pull([inbound]):  # not_found until its first packets arrive
+            while await subscriber.pull([inbound]):  # noqa: ASYNC110 - a retry, as the reconciler's
                 await asyncio.sleep(0.05)
             tasks.append(asyncio.create_task(playout_ours(run, inbound, clocks, buffers)))
             track = await stock.subscribe(run, stock_rec, publisher.session_id, TRACK)
@@ -497,10 +498,6 @@ async def bench(args: argparse.Namespace) -> int:
 
 
 # -- statistics and report -----------------------------------------------------------------------
-
-
-
-
 
 
 def seq_step(record: PathRecord, before: int, after: int) -> str:
@@ -578,7 +575,8 @@ def report(
         f"stock {seq_step(stock, p - 1, p + 1)}"
     )
     print(
-        "    -> aiortc's sender numbers packets contiguously: a skipped push is a timestamp gap (DTX), not loss"
+        "    -> aiortc's sender numbers packets contiguously: a skipped push is a timestamp gap "
+        "(DTX), not loss"
     )
     print(
         f"  SFU drop (packet {d}, dropped for {run.dropped_in_sfu} subscribers): "
@@ -592,7 +590,8 @@ def report(
         "Click latency (ms): push -> decoded onset out; 'rx' rows from arrival at the SFU instead."
     )
     print(
-        f"'ours' pools {len(clocks)} playout clocks (phases {20 / len(clocks):g} ms apart); missed counts clicks x clocks."
+        f"'ours' pools {len(clocks)} playout clocks (phases {20 / len(clocks):g} ms apart); "
+        "missed counts clicks x clocks."
     )
     print(f"  {'path':9} {'window':24} {'p50':>7} {'p95':>7} {'max':>7} {'n':>4} {'missed':>6}")
     summary: dict[tuple[str, str], list[float]] = {}
@@ -603,21 +602,24 @@ def report(
                 summary[(label, window_name)] = values
                 missed = sum(1 for r in records for c in window if c not in r.detections)
                 stats = (
-                    f"{pct(values, 50):7.1f} {pct(values, 95):7.1f} {max(values, default=float('nan')):7.1f}"
+                    f"{pct(values, 50):7.1f} {pct(values, 95):7.1f} "
+                    f"{max(values, default=float('nan')):7.1f}"
                     f" {len(values):4d}"
                 )
                 print(f"  {label:9} {window_name:24} {stats} {missed:6d}")
     print(
         "  per clock, steady | after loss, p50/p95: "
         + "   ".join(
-            f"{r.name} {p50_p95(latencies([r], win.steady, run.pushed))} | {p50_p95(latencies([r], win.after, run.pushed))}"
+            f"{r.name} {p50_p95(latencies([r], win.steady, run.pushed))} | "
+            f"{p50_p95(latencies([r], win.after, run.pushed))}"
             for r in clocks
         )
     )
 
     print()
     print(
-        "Where the time goes, p50/p95 ms: push->SFU in | SFU->subscriber RTP handler | handler->frame out"
+        "Where the time goes, p50/p95 ms: push->SFU in | SFU->subscriber RTP handler | "
+        "handler->frame out"
     )
     print("(buffering, decode, loop) | onset within the frame")
     for name, records in paths.items():
@@ -644,7 +646,8 @@ def report(
     stalls = sorted((x for x in lateness if x > 20), reverse=True)
     print()
     print(
-        f"Our playout clocks: tick lateness p50 {pct(lateness, 50):.1f} ms, p95 {pct(lateness, 95):.1f} ms; "
+        f"Our playout clocks: tick lateness p50 {pct(lateness, 50):.1f} ms, p95 "
+        f"{pct(lateness, 95):.1f} ms; "
         f"event-loop stalls (ticks > 20 ms late): {len(stalls)}, worst "
         f"{', '.join(f'{x:.0f}' for x in stalls[:5]) or '-'} ms"
     )
@@ -662,12 +665,14 @@ def report(
         series = " ".join(f"{t[4]}/{t[5]}" for t in [t for t in run.ticks if t[0] == clock][::100])
         print(
             f"  {record.name}: arrival->out mod 20 ms p50 {pct(phases, 50):4.1f}; frames {kinds}; "
-            f"target {s.target_ms}, underruns {s.underruns}, fec {s.fec_recovered}, trimmed {s.trimmed}, "
+            f"target {s.target_ms}, underruns {s.underruns}, fec {s.fec_recovered}, trimmed "
+            f"{s.trimmed}, "
             f"late {s.late_dropped}"
         )
         print(f"     target/depth ms every 2 s: {series}")
     print(
-        f"  inbound: packets {ours_stats.packets}, lost {ours_stats.lost}, jitter {ours_stats.jitter_ms:.2f} ms"
+        f"  inbound: packets {ours_stats.packets}, lost {ours_stats.lost}, jitter "
+        f"{ours_stats.jitter_ms:.2f} ms"
     )
 
     print()
@@ -695,8 +700,10 @@ def report(
     o_steady = pct(summary[("ours", "steady (before loss)")], 95)
     o_after = pct(summary[("ours", "after loss (all)")], 95)
     print(
-        f"  goal, ours p95 <= {GOAL_STEADY_P95_MS:.0f} steady: {'met' if o_steady <= GOAL_STEADY_P95_MS else 'MISSED'}; "
-        f"<= {GOAL_AFTER_LOSS_P95_MS:.0f} after loss: {'met' if o_after <= GOAL_AFTER_LOSS_P95_MS else 'MISSED'}"
+        f"  goal, ours p95 <= {GOAL_STEADY_P95_MS:.0f} steady: "
+        f"{'met' if o_steady <= GOAL_STEADY_P95_MS else 'MISSED'}; "
+        f"<= {GOAL_AFTER_LOSS_P95_MS:.0f} after loss: "
+        f"{'met' if o_after <= GOAL_AFTER_LOSS_P95_MS else 'MISSED'}"
     )
 
 
@@ -748,7 +755,8 @@ def replay(path: str, warmup_s: float) -> int:
     win = Windows.of(data["frames"], int(warmup_s / FRAME_S), data["drop"], pushed)
     print(f"replay of {path}: {clocks} clocks, {len(data['ticks'])} ticks, {len(order)} packets")
     print(
-        f"  {'buffer':30} {'steady p50/p95':>15} {'after p50/p95':>15} {'rx steady':>11} {'rx after':>11}"
+        f"  {'buffer':30} {'steady p50/p95':>15} {'after p50/p95':>15} {'rx steady':>11} "
+        f"{'rx after':>11}"
         f"  plc trimmed missed"
     )
     for name in ("as is",):

@@ -39,8 +39,6 @@ from tests.support.recovery import FAULTS, measure_recovery
 from tests.support.sfu_process import blackout_supported
 
 
-
-
 async def run(faults: list[str], runs: int) -> int:
     print(f"machine: {machine()}")
     print(f"{'fault':<18} {'runs':>4} {'median s':>9} {'max s':>7} {'recoveries':>11}")

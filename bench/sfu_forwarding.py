@@ -56,17 +56,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-from aiortc import (  # noqa: E402
+import itertools
+
+import av
+import numpy as np
+from aiortc import (
     MediaStreamTrack,
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError  # noqa: E402
+from aiortc.mediastreams import MediaStreamError
 
-from bench.harness import machine_busy, process_cpu_s, rtc_config, schedstat  # noqa: E402
-from media.aiortc_compat import install_tap, pin_host_addresses  # noqa: E402
+from bench.harness import machine_busy, process_cpu_s, rtc_config, schedstat
+from media.aiortc_compat import install_tap, pin_host_addresses
 
 SAMPLE_RATE = 48_000
 FRAME = 960  # samples per 20 ms packet
@@ -77,8 +79,6 @@ JUMP_FRAMES = 7
 TS_MOD = 1 << 32
 SEQ_MOD = 1 << 16
 LOOPBACK = "127.0.0.1"
-
-
 
 
 # --------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ class ReplayTrack(MediaStreamTrack):
 class Subscription:
     """One (subscriber, publisher) stream as seen by the subscriber's RTP tap."""
 
-    __slots__ = ("publisher", "records", "calibrated_at", "offset", "_scanned")
+    __slots__ = ("_scanned", "calibrated_at", "offset", "publisher", "records")
 
     def __init__(self, publisher: int) -> None:
         self.publisher = publisher
@@ -193,7 +193,7 @@ class Subscription:
         records = self.records
         monotonic = time.monotonic
 
-        async def tap(packet, arrival_ms: int) -> None:  # noqa: ARG001
+        async def tap(packet, arrival_ms: int) -> None:
             records.append((monotonic(), packet.sequence_number, packet.timestamp, packet.payload))
 
         return tap
@@ -336,10 +336,14 @@ class LoadGenerator:
         offer = {"type": "offer", "sdp": pc.localDescription.sdp}
         if self.cfg.mode == "ours":
             session_id = (await self.http.call("POST", "/sessions/new"))["sessionId"]
-            result = await self.http.call("POST", f"/sessions/{session_id}/tracks/new", {
-                "sessionDescription": offer,
-                "tracks": [{"location": "local", "mid": transceiver.mid, "trackName": "mic"}],
-            })
+            result = await self.http.call(
+                "POST",
+                f"/sessions/{session_id}/tracks/new",
+                {
+                    "sessionDescription": offer,
+                    "tracks": [{"location": "local", "mid": transceiver.mid, "trackName": "mic"}],
+                },
+            )
             answer = result["sessionDescription"]
             self.publisher_ids[index] = session_id
         else:
@@ -381,9 +385,13 @@ class LoadGenerator:
                 offer = result["sessionDescription"]
                 await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], offer["type"]))
                 await pc.setLocalDescription(await pc.createAnswer())
-                await self.http.call("PUT", f"/sessions/{session_id}/renegotiate", {
-                    "sessionDescription": {"type": "answer", "sdp": pc.localDescription.sdp},
-                })
+                await self.http.call(
+                    "PUT",
+                    f"/sessions/{session_id}/renegotiate",
+                    {
+                        "sessionDescription": {"type": "answer", "sdp": pc.localDescription.sdp},
+                    },
+                )
             failed = []
             for item in result["tracks"]:
                 if "errorCode" in item:
@@ -484,7 +492,7 @@ class LoadGenerator:
             assert sub.calibrated_at is not None and sub.offset is not None
             seen: set[int] = set()
             offset = sub.offset
-            for arrival, _seq, ts, payload in sub.records[sub.calibrated_at:]:
+            for arrival, _seq, ts, payload in sub.records[sub.calibrated_at :]:
                 pts = (ts - offset) % TS_MOD
                 sent = expected.get(pts)
                 if sent is None:
@@ -679,7 +687,7 @@ def encoder_label_lag() -> int:
             payloads, ts = encoder.encode(frame)
             if payloads:
                 labels.append((n, ts))
-    for (_, before), (n, after) in zip(labels, labels[1:]):
+    for (_, before), (n, after) in itertools.pairwise(labels):
         if after - before == FRAME * (1 + JUMP_FRAMES):
             return n - mark
     raise RuntimeError("timestamp jump not visible through decode + re-encode")
@@ -688,14 +696,6 @@ def encoder_label_lag() -> int:
 # --------------------------------------------------------------------------------------
 # the SFU side: run one phase, measure CPU over the window
 # --------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
 
 
 def _sfu_counters(sfu) -> tuple[int, int]:
@@ -755,8 +755,9 @@ class PhaseResult:
 
 
 async def run_phase(mode: str, publishers: int, subscribers: int, args) -> PhaseResult:
-    cfg = LoadConfig(mode=mode, publishers=publishers, subscribers=subscribers, url="",
-                     drain_s=args.drain)
+    cfg = LoadConfig(
+        mode=mode, publishers=publishers, subscribers=subscribers, url="", drain_s=args.drain
+    )
     if mode == "ours":
         from media.sfu import LocalSFU
 
@@ -805,8 +806,12 @@ async def run_phase(mode: str, publishers: int, subscribers: int, args) -> Phase
         if message[0] != "stats":
             raise RuntimeError(f"load process failed:\n{message[1]}")
         result = PhaseResult(
-            mode=mode, publishers=publishers, subscribers=subscribers, window_s=t1 - t0,
-            sfu_cpu_s=cpu1 - cpu0, load_cpu_s=load1 - load0,
+            mode=mode,
+            publishers=publishers,
+            subscribers=subscribers,
+            window_s=t1 - t0,
+            sfu_cpu_s=cpu1 - cpu0,
+            load_cpu_s=load1 - load0,
             machine_busy_pct=100.0 * (busy1 - busy0) / max(total1 - total0, 1),
             load=message[1],
             sfu_runqueue_wait_s=sched1[1] - sched0[1],
@@ -859,8 +864,10 @@ def _stalls(summary: dict[str, float] | None) -> str:
 def _gc(summary: dict[str, float] | None) -> str:
     if not summary:
         return "-"
-    return (f"{summary['collections']} ({summary['gen2']}), "
-            f"{summary['total_ms']:.0f} / {summary['max_ms']:.1f}")
+    return (
+        f"{summary['collections']} ({summary['gen2']}), "
+        f"{summary['total_ms']:.0f} / {summary['max_ms']:.1f}"
+    )
 
 
 TABLE: list[tuple[str, Any]] = [
@@ -880,21 +887,29 @@ TABLE: list[tuple[str, Any]] = [
     ("packets expected", lambda r: str(r.load["expected"])),
     ("packets lost (or later than drain)", lambda r: str(r.load["lost"])),
     ("delivered by end + drain (%)", lambda r: _fmt(r.delivered_pct, 2)),
-    ("payload mismatches (byte-exact)",
-     lambda r: str(r.load["mismatched_payloads"]) if r.mode == "ours" else "(re-encoded)"),
+    (
+        "payload mismatches (byte-exact)",
+        lambda r: str(r.load["mismatched_payloads"]) if r.mode == "ours" else "(re-encoded)",
+    ),
     ("uncalibrated subscriptions", lambda r: str(r.load["uncalibrated_subscriptions"])),
-    ("SFU-side forwarded / dropped",
-     lambda r: f"{r.sfu_forwarded} / {r.sfu_dropped}" if r.sfu_forwarded is not None else "-"),
-    ("packets > 10 ms (in 100 ms bins)",
-     lambda r: f"{r.load['over_10ms']} ({r.load['over_10ms_bins_100ms']})"),
+    (
+        "SFU-side forwarded / dropped",
+        lambda r: f"{r.sfu_forwarded} / {r.sfu_dropped}" if r.sfu_forwarded is not None else "-",
+    ),
+    (
+        "packets > 10 ms (in 100 ms bins)",
+        lambda r: f"{r.load['over_10ms']} ({r.load['over_10ms_bins_100ms']})",
+    ),
     ("load loop lag p99 / max (ms)", lambda r: _lag(r.load["load_loop_lag"])),
     ("SFU loop lag p99 / max (ms)", lambda r: _lag(r.sfu_loop_lag)),
     ("SFU stalls > 10 ms: n, ms (own CPU)", lambda r: _stalls(r.sfu_loop_lag)),
     ("load stalls > 10 ms: n, ms (own CPU)", lambda r: _stalls(r.load["load_loop_lag"])),
     ("SFU GC: runs (gen2), total / max ms", lambda r: _gc(r.sfu_gc)),
     ("load GC: runs (gen2), total / max ms", lambda r: _gc(r.load["load_gc"])),
-    ("SFU / load run-queue wait (ms)",
-     lambda r: f"{r.sfu_runqueue_wait_s * 1000:.0f} / {r.load_runqueue_wait_s * 1000:.0f}"),
+    (
+        "SFU / load run-queue wait (ms)",
+        lambda r: f"{r.sfu_runqueue_wait_s * 1000:.0f} / {r.load_runqueue_wait_s * 1000:.0f}",
+    ),
     ("load process CPU (% of one core)", lambda r: _fmt(100 * r.load_cpu_s / r.window_s)),
     ("machine busy, /proc/stat ticks (%)", lambda r: _fmt(r.machine_busy_pct)),
 ]
@@ -918,50 +933,64 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscribers", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="steady state before the window")
-    parser.add_argument("--drain", type=float, default=1.0,
-                        help="time after the window for late packets")
-    parser.add_argument("--baseline-publishers", type=int,
-                        help="baseline N (default: --publishers)")
-    parser.add_argument("--baseline-subscribers", type=int,
-                        help="baseline M (default: --subscribers)")
+    parser.add_argument(
+        "--drain", type=float, default=1.0, help="time after the window for late packets"
+    )
+    parser.add_argument(
+        "--baseline-publishers", type=int, help="baseline N (default: --publishers)"
+    )
+    parser.add_argument(
+        "--baseline-subscribers", type=int, help="baseline M (default: --subscribers)"
+    )
     parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--profile", choices=["ours", "baseline", "both"],
-                        help="cProfile the SFU event loop over the window "
-                             "(inflates its CPU figures)")
+    parser.add_argument(
+        "--profile",
+        choices=["ours", "baseline", "both"],
+        help="cProfile the SFU event loop over the window (inflates its CPU figures)",
+    )
     parser.add_argument("--profile-top", type=int, default=30)
-    parser.add_argument("--loop-lag", action="store_true",
-                        help="also watch the SFU event loop's wake-up lag "
-                             "(costs it ~0.3%% of a core)")
+    parser.add_argument(
+        "--loop-lag",
+        action="store_true",
+        help="also watch the SFU event loop's wake-up lag (costs it ~0.3%% of a core)",
+    )
     args = parser.parse_args(argv)
 
     pin_host_addresses([LOOPBACK])
-    print(f"sfu_forwarding: {args.publishers} publishers x {args.subscribers} subscribers, "
-          f"{args.seconds:g} s window, warm-up {args.warmup:g} s; "
-          f"python {platform.python_version()}, "
-          f"aiortc {_version('aiortc')}, av {av.__version__}, {os.cpu_count()} cpus, "
-          f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(
+        f"sfu_forwarding: {args.publishers} publishers x {args.subscribers} subscribers, "
+        f"{args.seconds:g} s window, warm-up {args.warmup:g} s; "
+        f"python {platform.python_version()}, "
+        f"aiortc {_version('aiortc')}, av {av.__version__}, {os.cpu_count()} cpus, "
+        f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        flush=True,
+    )
 
     async def run() -> list[PhaseResult]:
         results = [await run_phase("ours", args.publishers, args.subscribers, args)]
         print(f"  ours done: {results[0].cpu_ms_per_stream_s:.2f} CPU ms/stream-s", flush=True)
         if not args.skip_baseline:
-            results.append(await run_phase(
-                "baseline",
-                args.baseline_publishers or args.publishers,
-                args.baseline_subscribers or args.subscribers,
-                args,
-            ))
+            results.append(
+                await run_phase(
+                    "baseline",
+                    args.baseline_publishers or args.publishers,
+                    args.baseline_subscribers or args.subscribers,
+                    args,
+                )
+            )
         return results
 
     results = asyncio.run(run())
     print_table(results)
     for result in results:
         if result.realtime_pct < 95:
-            print(f"note: {result.mode} could not keep up with {result.streams} streams: it "
-                  f"delivered {result.realtime_pct:.0f}% of real time with its process at "
-                  f"{100 * result.sfu_cpu_s / result.window_s:.0f}% of a core; its queues grow, "
-                  f"so latency is unbounded and packets later than window end + {args.drain:g} s "
-                  f"count as lost. Its CPU per stream-second is charged on what it delivered.")
+            print(
+                f"note: {result.mode} could not keep up with {result.streams} streams: it "
+                f"delivered {result.realtime_pct:.0f}% of real time with its process at "
+                f"{100 * result.sfu_cpu_s / result.window_s:.0f}% of a core; its queues grow, "
+                f"so latency is unbounded and packets later than window end + {args.drain:g} s "
+                f"count as lost. Its CPU per stream-second is charged on what it delivered."
+            )
     for result in results:
         if result.profile:
             print(f"---- cProfile of the SFU process, {result.mode} (window only) ----")
@@ -970,16 +999,21 @@ def main(argv: list[str] | None = None) -> int:
     ours = results[0]
     p99 = ours.load["latency_ms"]["p99"]
     goals = [
-        (">= 60 forwarded streams per core", ours.streams_per_core >= 60,
-         f"{ours.streams_per_core:.0f}"),
+        (
+            ">= 60 forwarded streams per core",
+            ours.streams_per_core >= 60,
+            f"{ours.streams_per_core:.0f}",
+        ),
         ("p99 latency < 10 ms", p99 < 10, f"{p99:.2f} ms"),
     ]
     ratio = None
     if len(results) > 1:
         base = results[1]
         ratio = base.cpu_ms_per_stream_s / ours.cpu_ms_per_stream_s
-        print(f"ratio baseline / ours, CPU per stream-second: {ratio:.1f}x "
-              f"({base.cpu_ms_per_stream_s:.2f} / {ours.cpu_ms_per_stream_s:.2f} ms)")
+        print(
+            f"ratio baseline / ours, CPU per stream-second: {ratio:.1f}x "
+            f"({base.cpu_ms_per_stream_s:.2f} / {ours.cpu_ms_per_stream_s:.2f} ms)"
+        )
         goals.append((">= 4x cheaper than decode + re-encode", ratio >= 4, f"{ratio:.1f}x"))
     for name, met, value in goals:
         print(f"goal {name}: {'MET' if met else 'MISSED'} ({value})")
@@ -987,9 +1021,13 @@ def main(argv: list[str] | None = None) -> int:
         f"SUMMARY ours {ours.streams} streams: {ours.cpu_ms_per_stream_s:.2f} CPU ms/stream-s "
         f"({ours.streams_per_core:.0f} streams/core), p50 {ours.load['latency_ms']['p50']:.2f} ms, "
         f"p99 {p99:.2f} ms, lost {ours.load['lost']}/{ours.load['expected']}"
-        + (f"; baseline {results[1].cpu_ms_per_stream_s:.2f} ms/stream-s, "
-           f"p99 {results[1].load['latency_ms']['p99']:.0f} ms, lost {results[1].load['lost']}; "
-           f"ratio {ratio:.1f}x" if ratio is not None else "")
+        + (
+            f"; baseline {results[1].cpu_ms_per_stream_s:.2f} ms/stream-s, "
+            f"p99 {results[1].load['latency_ms']['p99']:.0f} ms, lost {results[1].load['lost']}; "
+            f"ratio {ratio:.1f}x"
+            if ratio is not None
+            else ""
+        )
         + f"; goals {'all met' if all(m for _, m, _ in goals) else 'NOT all met'}",
         flush=True,
     )

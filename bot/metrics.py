@@ -61,9 +61,13 @@ class _VoiceCollector(Collector):
                 totals[name] += value
         for name in VOICE_FIELDS:
             yield CounterMetricFamily(
-                f"switchboard_discord_{name}", f"Discord voice: {name.replace('_', ' ')}", value=totals[name]
+                f"switchboard_discord_{name}",
+                f"Discord voice: {name.replace('_', ' ')}",
+                value=totals[name],
             )
-        yield GaugeMetricFamily("switchboard_speakers", "Discord speakers published into rooms", value=speakers)
+        yield GaugeMetricFamily(
+            "switchboard_speakers", "Discord speakers published into rooms", value=speakers
+        )
 
 
 THREAD_ROLES = (
@@ -88,12 +92,12 @@ class _ThreadCpuCollector(Collector):
 
     def __init__(self) -> None:
         self._ended = {role: 0.0 for role, _ in THREAD_ROLES} | {"other": 0.0}
-        self._last: dict[tuple[object, ...], tuple[str, float]] = {}  # thread -> (role, CPU s)
+        self._last: dict[tuple[int, int, str], tuple[str, float]] = {}  # thread -> (role, CPU s)
         self._lock = threading.Lock()
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         with self._lock:
-            seen: dict[tuple[object, ...], tuple[str, float]] = {}
+            seen: dict[tuple[int, int, str], tuple[str, float]] = {}
             for thread in threading.enumerate():
                 if thread.ident is None or thread.native_id is None:
                     continue

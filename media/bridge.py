@@ -73,7 +73,9 @@ class BridgeCounters:
 class SpeakerInput:
     """One speaker's Opus packets into the room. `push()` is called on the event loop."""
 
-    def __init__(self, bridge: Bridge, track_name: str, display_name: str, user_id: str | None) -> None:
+    def __init__(
+        self, bridge: Bridge, track_name: str, display_name: str, user_id: str | None
+    ) -> None:
         self.track_name = track_name
         self.display_name = display_name
         self.user_id = user_id
@@ -200,7 +202,9 @@ class Bridge:
 
     # -- input: local speakers ----------------------------------------------------------------
 
-    def speaker(self, track_name: str, display_name: str = "", user_id: str | None = None) -> SpeakerInput:
+    def speaker(
+        self, track_name: str, display_name: str = "", user_id: str | None = None
+    ) -> SpeakerInput:
         """The input for one speaker (created on first use); its track publishes lazily."""
         speaker = self._speakers.get(track_name)
         if speaker is None:
@@ -229,7 +233,9 @@ class Bridge:
         await self._announce(speaker)
 
     async def _announce(self, speaker: SpeakerInput) -> None:
-        track = TrackInfo(self._peer.session_id, speaker.track_name, speaker.display_name, speaker.user_id)
+        track = TrackInfo(
+            self._peer.session_id, speaker.track_name, speaker.display_name, speaker.user_id
+        )
         old = self._published.get(speaker.track_name)
         if old == track:
             return

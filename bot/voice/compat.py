@@ -147,7 +147,7 @@ class ReceiveReader(AudioReader):
         self.keepalive = _NoKeepAlive()  # type: ignore[assignment]
         self.speaking_timer = _NoSpeakingTimer()  # type: ignore[assignment]
         router = self.packet_router
-        router.get_decoder = _prompt_decoder_factory(router)  # type: ignore[method-assign]
+        router.get_decoder = _prompt_decoder_factory(router)  # type: ignore[method-assign,assignment]
 
 
 def _prompt_decoder_factory(router: PacketRouter) -> Callable[[int], PacketDecoder]:

@@ -23,6 +23,7 @@ internals, and why, is in `compat`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -313,10 +314,8 @@ class VoiceLink:
 
     def _wake_threadsafe(self) -> None:
         if self._loop is not None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._wake.set)
-            except RuntimeError:
-                pass
 
     # -- frames in (event loop) --------------------------------------------------------------
 

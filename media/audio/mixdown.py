@@ -124,7 +124,7 @@ class Mixdown:
         stream = _Stream(key, inbound, JitterBuffer(), OpusDecoder(channels=1))
         inbound.on_feed = self._fed
         with self._lock:
-            self._streams = tuple(s for s in self._streams if s.key != key) + (stream,)
+            self._streams = (*tuple(s for s in self._streams if s.key != key), stream)
 
     def wake_on_packet(self, callback: Callable[[], None] | None) -> None:
         """Call `callback` once (on the thread that feeds the streams: the event loop) when
