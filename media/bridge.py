@@ -141,6 +141,7 @@ class Bridge:
         self._follower = RoomFollower(room, config.member_id, directory, self._peer, self)
         self._tasks: list[asyncio.Task[None]] = []
         self._source_dropped = 0  # of speakers that left
+        self._announcing = asyncio.Lock()
         self._stopped = False
 
     @property
@@ -230,19 +231,31 @@ class Bridge:
             return
         speaker._published = True
         speaker._publish_failures = 0
-        await self._announce(speaker)
+        try:
+            await self._announce(speaker)
+        except Exception as exc:  # the tick announces it again
+            logger.warning(
+                "announce failed room=%s track=%s error=%s", self.room, speaker.track_name, exc
+            )
 
     async def _announce(self, speaker: SpeakerInput) -> None:
-        track = TrackInfo(
-            self._peer.session_id, speaker.track_name, speaker.display_name, speaker.user_id
-        )
-        old = self._published.get(speaker.track_name)
-        if old == track:
-            return
-        if old is not None:
-            await self._directory.unpublish(self.room, self.config.member_id, old)
-        self._published[speaker.track_name] = track
-        await self._directory.publish(self.room, self.config.member_id, track)
+        """Make the room list `speaker`'s track under the peer's current session. Recorded
+        only once the directory took it, so a failure (a shared directory that is
+        unreachable) is tried again by the next tick."""
+        async with self._announcing:
+            if self._speakers.get(speaker.track_name) is not speaker:
+                return  # it left meanwhile
+            track = TrackInfo(
+                self._peer.session_id, speaker.track_name, speaker.display_name, speaker.user_id
+            )
+            old = self._published.get(speaker.track_name)
+            if old == track:
+                return
+            if old is not None:
+                await self._directory.unpublish(self.room, self.config.member_id, old)
+                del self._published[speaker.track_name]
+            await self._directory.publish(self.room, self.config.member_id, track)
+            self._published[speaker.track_name] = track
 
     async def remove_speaker(self, track_name: str) -> None:
         speaker = self._speakers.pop(track_name, None)
@@ -251,9 +264,15 @@ class Bridge:
         self._source_dropped += speaker.source.dropped
         if speaker._publishing is not None:
             await asyncio.gather(speaker._publishing, return_exceptions=True)
-        track = self._published.pop(track_name, None)
+        async with self._announcing:
+            track = self._published.pop(track_name, None)
         if track is not None:
-            await self._directory.unpublish(self.room, self.config.member_id, track)
+            try:
+                await self._directory.unpublish(self.room, self.config.member_id, track)
+            except Exception as exc:  # a shared directory expires it with this member
+                logger.warning(
+                    "unannounce failed room=%s track=%s error=%s", self.room, track_name, exc
+                )
         if speaker._published:
             await self._peer.unpublish(track_name)
 
@@ -301,14 +320,27 @@ class Bridge:
         self._follower.wake()
 
     async def _tick(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
-            for speaker in list(self._speakers.values()):
-                speaker.keepalive(now)
-                speaking = now - speaker.last_voice_at < SPEAKING_HOLD_MS / 1000
-                if speaking != speaker.speaking and speaker._published:
-                    speaker.speaking = speaking
-                    await self._directory.set_speaking(
-                        self.room, self.config.member_id, speaker.track_name, speaking
-                    )
+            try:
+                for speaker in list(self._speakers.values()):
+                    speaker.keepalive(now)
+                    if not speaker._published:
+                        continue
+                    await self._announce(speaker)  # a no-op unless an announcement is due
+                    speaking = now - speaker.last_voice_at < SPEAKING_HOLD_MS / 1000
+                    if speaking != speaker.speaking:
+                        await self._directory.set_speaking(
+                            self.room, self.config.member_id, speaker.track_name, speaking
+                        )
+                        speaker.speaking = speaking
+            except Exception as exc:  # a shared directory that is unreachable: next tick
+                if not failing:
+                    logger.warning("room directory failing room=%s error=%s", self.room, exc)
+                failing = True
+                continue
+            if failing:
+                logger.info("room directory back room=%s", self.room)
+                failing = False

@@ -178,3 +178,29 @@ async def test_a_leaving_speaker_costs_the_others_no_gap(client, directory):
         )
         assert longest_gap * 20 <= 100, f"{longest_gap * 20} ms without the other speaker"
         assert talker.peer.recoveries == 0 and listener.peer.recoveries == 0
+
+
+class _UnreachableAtFirst(InMemoryDirectory):
+    """A shared directory that refuses the first changes (Redis restarting, say)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def publish(self, room: str, member_id: str, track: TrackInfo) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("directory unreachable")
+        await super().publish(room, member_id, track)
+
+
+@pytest.mark.timeout(60)
+async def test_an_announcement_the_directory_refused_is_made_again(client):
+    directory = _UnreachableAtFirst(failures=3)
+    async with (
+        bridge_in("r", client, directory, "talker") as talker,
+        bridge_in("r", client, directory, "listener") as listener,
+        speaking(talker, "voice", 800),
+    ):
+        await until_heard(listener, 800, 10)
+    assert directory.failures == 0
