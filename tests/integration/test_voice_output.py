@@ -31,9 +31,10 @@ from media.rooms import InMemoryDirectory, MemberKind, TrackInfo
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord.audio import decode_opus, dominant_frequency, load_libopus
 from tests.fakes.discord.voice_session import BotVoiceSession
-from tests.integration.test_voice import ROOM, bridged, eventually, no_leaks  # noqa: F401
+from tests.integration.test_voice import ROOM, bridged, no_leaks  # noqa: F401
 from tests.support import opus_source
 from tests.support.rtc import Api, Client
+from tests.support.waiting import wait_until
 
 TIME_BASE = fractions.Fraction(1, 48_000)
 TONE_HZ = 1000.0
@@ -129,7 +130,7 @@ class DiscordEar:
         return [h for h in self.heard[start:] if h.opus != OPUS_SILENCE_FRAME]
 
     async def wait_voiced(self, start: int, count: int, timeout: float = 10.0) -> list[Heard]:
-        await eventually(
+        await wait_until(
             lambda: len(self.voiced_since(start)) >= count, timeout, f"{count} voiced frames"
         )
         return self.voiced_since(start)[:count]
@@ -207,12 +208,12 @@ async def test_a_lone_speaker_passes_through_and_mixing_comes_and_goes_without_a
                     concealed = concealments(bridge)
                     start = len(ear.heard)
                     async with speaker(api, directory, "bob", OTHER_HZ):
-                        await eventually(
+                        await wait_until(
                             lambda: link.counters.frames_encoded > encoded + 60, 10, "mixing"
                         )
                     mixed_until = len(ear.heard)
                     # Bob left: passthrough again.
-                    await eventually(
+                    await wait_until(
                         lambda: (
                             len(ear.voiced_since(mixed_until)) > 60
                             and {h.opus for h in ear.voiced_since(mixed_until)[-20:]}
@@ -283,7 +284,7 @@ async def test_a_quiet_room_sends_nothing_and_speech_after_it_arrives_intact(
                     assert session.speaking == 1
                     ann.talking.clear()
                     stopped_at = len(ear.heard)
-                    await eventually(lambda: session.speaking == 0, 5, "SPEAKING off")
+                    await wait_until(lambda: session.speaking == 0, 5, "SPEAKING off")
                     await asyncio.sleep(1.0)  # the pause: nothing may arrive in it
                     concealed = concealments(bridge)
                     ann.talking.set()
