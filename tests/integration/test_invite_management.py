@@ -17,10 +17,9 @@ import httpx
 import pytest
 from aiohttp import ClientSession, WSMsgType
 
-from bot.config import load_settings
 from bot.service import Service
-from bot.voice import VoiceLink
 from tests.fakes.discord import FakeDiscord, Permission
+from tests.integration.test_bot import running as started
 from tests.integration.test_bot import write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -31,18 +30,8 @@ SECRET = secrets.token_urlsafe(48)
 @contextlib.asynccontextmanager
 async def running(fake: FakeDiscord, config: Path) -> AsyncIterator[Service]:
     """The service with a fixed invite secret, so links outlive a restart."""
-    environ = {"DISCORD_TOKEN": fake.token, "SWITCHBOARD_INVITE_SECRET": SECRET}
-    settings = load_settings(config, environ=environ)
-    with fake.patch_discord():
-        service = Service(settings, link_factory=VoiceLink, connector_factory=fake.connector)
-        await service.start()
-        try:
-            async with asyncio.timeout(15):
-                while service.bot is None or not service.bot.is_ready():
-                    await asyncio.sleep(0.02)
-            yield service
-        finally:
-            await service.stop()
+    async with started(fake, config, {"SWITCHBOARD_INVITE_SECRET": SECRET}) as service:
+        yield service
 
 
 @pytest.fixture
