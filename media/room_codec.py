@@ -21,6 +21,7 @@ from .rooms import (
     RoomEvent,
     SpeakingChanged,
     TrackInfo,
+    TrackKind,
     TrackPublished,
     TrackRemoved,
 )
@@ -53,6 +54,7 @@ def _track(track: TrackInfo) -> dict[str, Any]:
         "track_name": track.track_name,
         "display_name": track.display_name,
         "user_id": track.user_id,
+        "kind": track.kind.value,
     }
 
 
@@ -62,7 +64,19 @@ def _track_from(data: dict[str, Any]) -> TrackInfo:
         track_name=str(data["track_name"]),
         display_name=str(data.get("display_name", "")),
         user_id=None if data.get("user_id") is None else str(data["user_id"]),
+        kind=TrackKind(data.get("kind", TrackKind.AUDIO.value)),
     )
+
+
+def _known_tracks(items: list[dict[str, Any]]) -> tuple[TrackInfo, ...]:
+    """A newer release's kinds of publication are left out of the member, not fatal to it."""
+    tracks = []
+    for item in items:
+        try:
+            tracks.append(_track_from(item))
+        except ValueError:
+            logger.debug("publication of an unknown kind skipped kind=%s", item.get("kind"))
+    return tuple(tracks)
 
 
 def _member(member: Member) -> dict[str, Any]:
@@ -81,7 +95,7 @@ def _member_from(data: dict[str, Any]) -> Member:
         member_id=str(data["member_id"]),
         kind=MemberKind(data["kind"]),
         display_name=str(data["display_name"]),
-        tracks=tuple(_track_from(t) for t in data["tracks"]),
+        tracks=_known_tracks(data["tracks"]),
         speaking=frozenset(str(s) for s in data["speaking"]),
         joined_at=float(data["joined_at"]),
     )

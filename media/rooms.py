@@ -28,6 +28,7 @@ __all__ = [
     "RoomEvent",
     "SpeakingChanged",
     "TrackInfo",
+    "TrackKind",
     "TrackPublished",
     "TrackRemoved",
 ]
@@ -44,14 +45,23 @@ class MemberKind(Enum):
     OTHER = "other"
 
 
+class TrackKind(Enum):
+    AUDIO = "audio"
+    """An Opus track, pulled with `tracks/new`."""
+    CHAT = "chat"
+    """A DataChannel carrying chat (`media/chat/message.py`), pulled with `datachannels/new`;
+    its `track_name` is the channel's name."""
+
+
 @dataclass(frozen=True, slots=True)
 class TrackInfo:
-    """A publication in a room: a Realtime (session id, track name) plus who it is."""
+    """A publication in a room: a Realtime (session id, track or channel name) plus who it is."""
 
     session_id: str
     track_name: str
     display_name: str = ""
     user_id: str | None = None
+    kind: TrackKind = TrackKind.AUDIO
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from media.ratelimit import KeyedBuckets, RateSpec
 from media.realtime import RealtimeClient, TrackLocator, TurnClient
 from media.rooms import RoomDirectory
 
@@ -46,7 +47,6 @@ from .events import RoomEventsSocket
 from .ice import IceGrant, IceServerSource
 from .invites import InviteLinks
 from .participants import Participant, ParticipantRegistry
-from .ratelimit import KeyedBuckets, RateSpec
 from .sdp import SdpSummary
 from .tokens import CREDENTIAL_TTL_S, TokenError, TokenSigner
 

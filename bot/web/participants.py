@@ -27,6 +27,7 @@ from enum import Enum
 
 from aiohttp import web
 
+from media.ratelimit import RateSpec, TokenBucket
 from media.realtime import (
     InvalidParams,
     RealtimeClient,
@@ -41,7 +42,6 @@ from media.rooms import MemberKind, RoomDirectory, TrackInfo
 
 from .errors import WebError
 from .ice import TURN_TTL_S, IceGrant, IceServerSource
-from .ratelimit import RateSpec, TokenBucket
 from .sdp import SdpSummary
 from .tokens import Role
 

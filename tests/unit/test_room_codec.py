@@ -22,6 +22,7 @@ from media.rooms import (
     MemberLeft,
     SpeakingChanged,
     TrackInfo,
+    TrackKind,
     TrackPublished,
     TrackRemoved,
 )
@@ -29,8 +30,13 @@ from media.rooms import (
 pytestmark = pytest.mark.timeout(10)
 
 TRACK = TrackInfo("session-1", "voice", 'Ünïcode "name"', "42")
+CHAT = TrackInfo("session-1", "chat", "Lounge", None, TrackKind.CHAT)
 MEMBER = Member(
-    "discord:1:2", MemberKind.DISCORD, "Lounge", (TRACK, TrackInfo("s2", "b")), frozenset({"voice"})
+    "discord:1:2",
+    MemberKind.DISCORD,
+    "Lounge",
+    (TRACK, TrackInfo("s2", "b"), CHAT),
+    frozenset({"voice"}),
 )
 
 
@@ -91,3 +97,17 @@ def test_unreadable_events_are_skipped(text) -> None:
 )
 def test_unreadable_members_are_skipped(text) -> None:
     assert decode_member(text) is None
+
+
+def test_a_publication_of_an_unknown_kind_is_left_out_of_its_member() -> None:
+    record = json.loads(encode_member(OwnedMember(MEMBER, "o")))
+    record["member"]["tracks"][1]["kind"] = "hologram"
+    owned = decode_member(json.dumps(record))
+    assert owned is not None
+    assert owned.member.tracks == (TRACK, CHAT)
+
+
+def test_a_track_of_an_older_release_is_audio() -> None:
+    record = json.loads(encode_event(TrackPublished("r", "m", TRACK)))
+    del record["track"]["kind"]
+    assert decode_event(json.dumps(record)) == TrackPublished("r", "m", TRACK)

@@ -1,4 +1,4 @@
-"""`TokenBucket`: request rate limits for web participants (and `KeyedBuckets` for joins).
+"""`TokenBucket`: rate limits (web requests, joins per invite, chat messages per author).
 
 A bucket holds up to `capacity` tokens and gains `refill_per_s` per second; each request
 takes one. Pure and synchronous: the clock is injectable, so tests need no sleeping.

@@ -1,0 +1,34 @@
+"""Room chat over Realtime DataChannels: the wire form (message.py), and one member's chat in
+a room (publishing its channel, hearing the others', history)."""
+
+from .message import (
+    CHAT_CHANNEL,
+    CHAT_RATE,
+    MAX_TEXT_CHARS,
+    AuthorKind,
+    ChatAuthor,
+    ChatDelete,
+    ChatEdit,
+    ChatFormatError,
+    ChatItem,
+    ChatMessage,
+    decode,
+    encode,
+    new_message_id,
+)
+
+__all__ = [
+    "CHAT_CHANNEL",
+    "CHAT_RATE",
+    "MAX_TEXT_CHARS",
+    "AuthorKind",
+    "ChatAuthor",
+    "ChatDelete",
+    "ChatEdit",
+    "ChatFormatError",
+    "ChatItem",
+    "ChatMessage",
+    "decode",
+    "encode",
+    "new_message_id",
+]
