@@ -1,6 +1,7 @@
 """Room chat over Realtime DataChannels: the wire form (message.py), and one member's chat in
 a room (publishing its channel, hearing the others', history)."""
 
+from .history import HISTORY_LIMIT, ChatHistory, InMemoryChatHistory
 from .message import (
     CHAT_CHANNEL,
     CHAT_RATE,
@@ -20,14 +21,17 @@ from .message import (
 __all__ = [
     "CHAT_CHANNEL",
     "CHAT_RATE",
+    "HISTORY_LIMIT",
     "MAX_TEXT_CHARS",
     "AuthorKind",
     "ChatAuthor",
     "ChatDelete",
     "ChatEdit",
     "ChatFormatError",
+    "ChatHistory",
     "ChatItem",
     "ChatMessage",
+    "InMemoryChatHistory",
     "decode",
     "encode",
     "new_message_id",
